@@ -1,0 +1,33 @@
+# captcha-key-agent: every target creates .venv and installs what it needs on a fresh
+# machine with Python 3.11 and nothing else.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint unit bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+## demo: a real OpenBao dev server, the agent, a reader and rotations with their latency
+demo: $(STAMP)
+	$(BIN)/captchakey demo
+
+## test: the whole suite (lint, type check, layer contracts, pytest)
+test: lint unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check agent tests
+	$(BIN)/ruff format --check agent tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: $(STAMP)
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,249 @@
+"""``captchakey``: the command line of every process this distribution runs.
+
+Subcommands import their machinery lazily, so ``captchakey agent`` never loads what only
+the operator needs. Every option can also be set from the environment (shown in
+``--help``), which is how the webhook and the chart configure containers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from agent import __version__, keyfile, logs
+
+_LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"])
+
+
+def _octal(value: str | int) -> int:
+    try:
+        mode = value if isinstance(value, int) else int(str(value), 8)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an octal file mode such as 0440") from None
+    if not 0 <= mode <= 0o777:
+        raise click.BadParameter(f"{value!r} is outside 0000-0777")
+    return mode
+
+
+def _health_address(value: str) -> tuple[str, int] | None:
+    if not value:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise click.BadParameter(f"{value!r} is not HOST:PORT (or empty to disable)")
+    return host or "0.0.0.0", int(port)  # noqa: S104 - the kubelet probes the pod IP.
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(__version__, prog_name="captchakey")
+def main() -> None:
+    """Deliver CaptchaAI API keys from Vault to workloads, and rotate them."""
+
+
+@main.command("agent")
+@click.option(
+    "--vault-addr",
+    envvar="VAULT_ADDR",
+    show_envvar=True,
+    default="https://127.0.0.1:8200",
+    help="Vault (or OpenBao) address.",
+)
+@click.option(
+    "--vault-cacert",
+    envvar="VAULT_CACERT",
+    show_envvar=True,
+    type=click.Path(dir_okay=False),
+    help="PEM CA bundle that signed Vault's certificate.",
+)
+@click.option(
+    "--vault-namespace",
+    envvar="VAULT_NAMESPACE",
+    show_envvar=True,
+    help="Vault Enterprise / OpenBao namespace.",
+)
+@click.option(
+    "--auth-method",
+    envvar="CAPTCHAKEY_AUTH_METHOD",
+    show_envvar=True,
+    type=click.Choice(["kubernetes", "jwt", "approle", "token"]),
+    default="kubernetes",
+    help="How to log in: the pod's service account (kubernetes, jwt), AppRole, or a token.",
+)
+@click.option(
+    "--auth-mount",
+    envvar="CAPTCHAKEY_AUTH_MOUNT",
+    show_envvar=True,
+    help="Mount path of the auth method [default: the method's name].",
+)
+@click.option(
+    "--role",
+    envvar="CAPTCHAKEY_ROLE",
+    show_envvar=True,
+    help="Vault role (kubernetes, jwt); the role id for approle [default: VAULT_ROLE_ID].",
+)
+@click.option(
+    "--token-file",
+    envvar="CAPTCHAKEY_TOKEN_FILE",
+    show_envvar=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Service-account token (kubernetes, jwt; read afresh at every login) or Vault "
+    "token file (token). [default for kubernetes/jwt: /var/run/secrets/captchakeys/vault/token]",
+)
+@click.option(
+    "--secret-id-file",
+    envvar="VAULT_SECRET_ID_FILE",
+    show_envvar=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="AppRole secret id file [default: VAULT_SECRET_ID].",
+)
+@click.option(
+    "--kv-mount",
+    envvar="CAPTCHAKEY_KV_MOUNT",
+    show_envvar=True,
+    default="secret",
+    help="KV v2 mount.",
+)
+@click.option(
+    "--path",
+    "kv_path",
+    envvar="CAPTCHAKEY_PATH",
+    show_envvar=True,
+    help="Secret path inside the mount, e.g. captchaai/prod (required without --binding).",
+)
+@click.option(
+    "--field",
+    envvar="CAPTCHAKEY_FIELD",
+    show_envvar=True,
+    default="api_key",
+    help="Field of the secret that holds the key.",
+)
+@click.option(
+    "--kv-version",
+    envvar="CAPTCHAKEY_KV_VERSION",
+    show_envvar=True,
+    type=click.IntRange(min=1),
+    help="Pin this version instead of following the latest.",
+)
+@click.option(
+    "--out-dir",
+    envvar="CAPTCHAKEY_OUT_DIR",
+    show_envvar=True,
+    default=str(keyfile.DEFAULT_DIR),
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory (tmpfs) for the key file.",
+)
+@click.option(
+    "--file-name",
+    envvar="CAPTCHAKEY_FILE_NAME",
+    show_envvar=True,
+    default=keyfile.DEFAULT_FILE_NAME,
+    help="Key file name inside --out-dir.",
+)
+@click.option(
+    "--mode",
+    envvar="CAPTCHAKEY_FILE_MODE",
+    show_envvar=True,
+    default="0440",
+    help="Key file mode, octal.",
+)
+@click.option(
+    "--refresh-interval",
+    envvar="CAPTCHAKEY_REFRESH_INTERVAL",
+    show_envvar=True,
+    type=click.FloatRange(min=1),
+    default=3600.0,
+    help="Seconds between version checks (jittered ±10%).",
+)
+@click.option(
+    "--backoff-cap",
+    envvar="CAPTCHAKEY_BACKOFF_CAP",
+    show_envvar=True,
+    type=click.FloatRange(min=1),
+    default=300.0,
+    help="Longest wait between retries while Vault fails, seconds.",
+)
+@click.option("--once", is_flag=True, help="Fetch, write and exit (non-zero on failure).")
+@click.option(
+    "--health-addr",
+    envvar="CAPTCHAKEY_HEALTH_ADDR",
+    show_envvar=True,
+    default="0.0.0.0:8099",
+    help="HOST:PORT for /healthz, /readyz and /status; empty to disable.",
+)
+@click.option(
+    "--log-level", envvar="CAPTCHAKEY_LOG_LEVEL", show_envvar=True, type=_LOG_LEVELS, default="info"
+)
+@click.option(
+    "--log-format",
+    envvar="CAPTCHAKEY_LOG_FORMAT",
+    show_envvar=True,
+    type=click.Choice(["json", "text"]),
+    default="json",
+)
+def agent_command(**options: Any) -> None:
+    """Keep the CaptchaAI key file current from Vault.
+
+    Fetches at start, then checks the version every --refresh-interval and rewrites the
+    file only when it changed. While Vault fails, the last good key stays in place.
+    """
+    from agent.sidecar import Backoff, KeyAgent, KeyRefresher, KeyTarget
+    from agent.sidecar.standalone import run_until_signalled
+    from agent.vault import SecretRef, VaultClient, VaultError, auth_from_settings
+
+    logs.configure(options["log_level"], options["log_format"])
+    if not options["kv_path"]:
+        raise click.UsageError("--path (CAPTCHAKEY_PATH) is required, e.g. --path captchaai/prod")
+    try:
+        target = KeyTarget(
+            options["out_dir"],
+            keyfile.validate_file_name(options["file_name"]),
+            _octal(options["mode"]),
+        )
+        client = VaultClient(
+            options["vault_addr"],
+            auth_from_settings(
+                options["auth_method"],
+                role=options["role"],
+                mount=options["auth_mount"],
+                token_file=options["token_file"],
+                secret_id_file=options["secret_id_file"],
+            ),
+            ca_cert=options["vault_cacert"],
+            namespace=options["vault_namespace"],
+        )
+        ref = SecretRef(
+            path=options["kv_path"],
+            mount=options["kv_mount"],
+            field=options["field"],
+            version=options["kv_version"],
+        )
+        key_agent = KeyAgent(
+            KeyRefresher(client, ref, target),
+            refresh_interval=options["refresh_interval"],
+            backoff=Backoff(cap=options["backoff_cap"]),
+        )
+        if options["once"]:
+            asyncio.run(key_agent.refresh_once())
+            return
+    except (VaultError, keyfile.InvalidFileNameError) as exc:
+        raise click.ClickException(str(exc)) from None
+    asyncio.run(run_until_signalled(key_agent, _health_address(options["health_addr"])))
+
+
+@main.command("demo")
+@click.option("--rotations", type=click.IntRange(1, 50), default=5, help="How many rotations.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.05),
+    default=0.2,
+    help="The agent's version-check interval during the demo, seconds.",
+)
+def demo_command(rotations: int, interval: float) -> None:
+    """Run the key path end to end against an embedded OpenBao dev server."""
+    from agent.demo import run_demo
+
+    sys.exit(run_demo(rotations=rotations, interval=interval))

@@ -1,0 +1,1 @@
+"""The cluster-wide operator: injects the key agent, validates bindings, keeps their status."""

@@ -1,0 +1,55 @@
+"""HTTP endpoints for the kubelet and the operator: liveness, readiness, held version.
+
+- ``/healthz``: the process answers. It does not look at Vault: an outage must not get
+  the sidecar killed, since its cached key keeps the application working.
+- ``/readyz``: a key is on disk and it is the version known to be wanted. A native
+  sidecar's startup probe points here, so the application starts with its key.
+- ``/status``: JSON with the version and fingerprint held (never the key). The operator
+  reads it to count which consumer holds which version during a rotation; reading it
+  needs no Kubernetes permission on either side.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from agent.sidecar.agent import KeyAgent
+
+__all__ = ["serve_health"]
+
+
+def _status(agent: KeyAgent) -> dict[str, object]:
+    return {
+        "version": agent.refresher.held_version,
+        "fingerprint": agent.refresher.fingerprint,
+        "desiredVersion": agent.desired_version,
+        "ready": agent.ready,
+        "lastSuccess": agent.last_success,
+        "lastError": agent.last_error,
+        "consecutiveFailures": agent.consecutive_failures,
+        "source": str(agent.refresher.ref),
+    }
+
+
+async def serve_health(agent: KeyAgent, host: str, port: int) -> web.AppRunner:
+    """Start the endpoints; the caller owns the returned runner and cleans it up."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        if agent.ready:
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text=f"not ready: {agent.last_error or 'no key yet'}\n")
+
+    async def status(_: web.Request) -> web.Response:
+        return web.json_response(_status(agent))
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/status", status)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
