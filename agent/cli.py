@@ -166,6 +166,26 @@ def main() -> None:
     default=300.0,
     help="Longest wait between retries while Vault fails, seconds.",
 )
+@click.option(
+    "--binding",
+    envvar="CAPTCHAKEY_BINDING",
+    show_envvar=True,
+    help="Follow this CaptchaKeyBinding (in a pod): Vault path, auth and file come from it.",
+)
+@click.option(
+    "--namespace",
+    envvar="POD_NAMESPACE",
+    show_envvar=True,
+    help="Namespace of the binding [default: the service account's namespace].",
+)
+@click.option(
+    "--rotation-spread",
+    envvar="CAPTCHAKEY_ROTATION_SPREAD",
+    show_envvar=True,
+    type=click.FloatRange(min=0),
+    default=0.5,
+    help="With --binding: spread a rotation's Vault reads over up to this many seconds.",
+)
 @click.option("--once", is_flag=True, help="Fetch, write and exit (non-zero on failure).")
 @click.option(
     "--health-addr",
@@ -195,6 +215,9 @@ def agent_command(**options: Any) -> None:
     from agent.vault import SecretRef, VaultClient, VaultError, auth_from_settings
 
     logs.configure(options["log_level"], options["log_format"])
+    if options["binding"]:
+        _run_binding_agent(options)
+        return
     if not options["kv_path"]:
         raise click.UsageError("--path (CAPTCHAKEY_PATH) is required, e.g. --path captchaai/prod")
     try:
@@ -232,6 +255,38 @@ def agent_command(**options: Any) -> None:
     except (VaultError, keyfile.InvalidFileNameError) as exc:
         raise click.ClickException(str(exc)) from None
     asyncio.run(run_until_signalled(key_agent, _health_address(options["health_addr"])))
+
+
+def _run_binding_agent(options: dict[str, Any]) -> None:
+    # The official `kubernetes` client is importable in the image (the rotate command
+    # uses it), and kopf imports it when it can: 10+ MiB of RSS in every pod for nothing.
+    # Making it unimportable before kopf loads keeps the sidecar lean.
+    sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
+    from agent.sidecar import Backoff
+    from agent.sidecar.binding import AgentDefaults, run_binding_agent
+
+    namespace = options["namespace"] or _service_account_namespace()
+    defaults = AgentDefaults(
+        vault_addr=options["vault_addr"],
+        out_dir=options["out_dir"],
+        token_file=options["token_file"],
+        vault_cacert=options["vault_cacert"],
+        vault_namespace=options["vault_namespace"],
+        backoff=Backoff(cap=options["backoff_cap"]),
+        rotation_spread=options["rotation_spread"],
+    )
+    health = _health_address(options["health_addr"])
+    asyncio.run(run_binding_agent(options["binding"], namespace, defaults, health=health))
+
+
+def _service_account_namespace() -> str:
+    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    try:
+        return path.read_text().strip()
+    except OSError:
+        raise click.UsageError(
+            "--namespace (POD_NAMESPACE) is required outside a pod: the binding's namespace"
+        ) from None
 
 
 @main.command("demo")

@@ -74,6 +74,19 @@ class KeyAgent:
             return False
         return self.desired_version is None or held >= self.desired_version
 
+    def status(self) -> dict[str, object]:
+        """What ``/status`` shows: versions and health, never the key."""
+        return {
+            "version": self.refresher.held_version,
+            "fingerprint": self.refresher.fingerprint,
+            "desiredVersion": self.desired_version,
+            "ready": self.ready,
+            "lastSuccess": self.last_success,
+            "lastError": self.last_error,
+            "consecutiveFailures": self.consecutive_failures,
+            "source": str(self.refresher.ref),
+        }
+
     def request_refresh(self, *, at_least: int | None = None, force: bool = False) -> None:
         """Refresh as soon as possible; ``at_least`` is a version known to exist now."""
         if at_least is not None:

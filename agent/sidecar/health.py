@@ -11,27 +11,26 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from aiohttp import web
 
-from agent.sidecar.agent import KeyAgent
-
-__all__ = ["serve_health"]
+__all__ = ["StatusSource", "serve_health"]
 
 
-def _status(agent: KeyAgent) -> dict[str, object]:
-    return {
-        "version": agent.refresher.held_version,
-        "fingerprint": agent.refresher.fingerprint,
-        "desiredVersion": agent.desired_version,
-        "ready": agent.ready,
-        "lastSuccess": agent.last_success,
-        "lastError": agent.last_error,
-        "consecutiveFailures": agent.consecutive_failures,
-        "source": str(agent.refresher.ref),
-    }
+class StatusSource(Protocol):
+    """What the endpoints report on: a standalone agent, or one driven by a binding."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def last_error(self) -> str | None: ...
+
+    def status(self) -> dict[str, object]: ...
 
 
-async def serve_health(agent: KeyAgent, host: str, port: int) -> web.AppRunner:
+async def serve_health(agent: StatusSource, host: str, port: int) -> web.AppRunner:
     """Start the endpoints; the caller owns the returned runner and cleans it up."""
 
     async def healthz(_: web.Request) -> web.Response:
@@ -43,7 +42,7 @@ async def serve_health(agent: KeyAgent, host: str, port: int) -> web.AppRunner:
         return web.Response(status=503, text=f"not ready: {agent.last_error or 'no key yet'}\n")
 
     async def status(_: web.Request) -> web.Response:
-        return web.json_response(_status(agent))
+        return web.json_response(agent.status())
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)

@@ -1,0 +1,148 @@
+"""The ``CaptchaKeyBinding`` custom resource, as the agent and the operator read it.
+
+The CRD's OpenAPI schema rejects most bad input at the API server (patterns, bounds,
+enums). This module is the second line: it turns a binding's spec into the typed
+settings the agent uses, resolves ``{environment}`` in the path, and raises
+:class:`InvalidBindingError` with an actionable message for what a schema cannot
+express (or for clusters where the schema was not installed).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agent import keyfile
+from agent.vault import SecretRef
+
+__all__ = [
+    "GROUP",
+    "KIND",
+    "PLURAL",
+    "VERSION",
+    "BindingSpec",
+    "InvalidBindingError",
+    "VaultAuthSpec",
+]
+
+GROUP = "captchakeys.io"
+VERSION = "v1alpha1"
+PLURAL = "captchakeybindings"
+KIND = "CaptchaKeyBinding"
+
+AUTH_METHODS = ("kubernetes", "jwt")
+DEFAULT_PATH = "captchaai/{environment}"
+DEFAULT_REFRESH_SECONDS = 3600
+
+
+class InvalidBindingError(ValueError):
+    """A binding that cannot be acted on; ``str()`` says what to fix in which field."""
+
+    reason = "InvalidBinding"
+
+
+@dataclass(frozen=True)
+class VaultAuthSpec:
+    """Where and how the agent logs in: ``address`` empty means the injected default."""
+
+    address: str | None
+    namespace: str | None
+    method: str
+    mount: str
+    role: str
+    audience: str
+
+
+@dataclass(frozen=True)
+class BindingSpec:
+    """A binding's spec, validated and with defaults applied."""
+
+    environment: str
+    vault: VaultAuthSpec
+    ref: SecretRef
+    refresh_seconds: int
+    file_name: str
+    file_mode: int
+    rotation_request: str | None
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> BindingSpec:
+        name = body.get("metadata", {}).get("name", "?")
+        spec = body.get("spec") or {}
+        try:
+            return cls._parse(spec)
+        except InvalidBindingError as exc:
+            raise InvalidBindingError(f"CaptchaKeyBinding {name!r}: {exc}") from None
+
+    @classmethod
+    def _parse(cls, spec: Mapping[str, Any]) -> BindingSpec:
+        environment = _required_str(spec, "environment")
+        vault = spec.get("vault") or {}
+        auth = vault.get("auth") or {}
+        kv = spec.get("kv") or {}
+        file = spec.get("file") or {}
+        method = str(auth.get("method") or "kubernetes")
+        if method not in AUTH_METHODS:
+            raise InvalidBindingError(
+                f"spec.vault.auth.method {method!r} is not one of {', '.join(AUTH_METHODS)}"
+            )
+        version = kv.get("version")
+        if version is not None and (not isinstance(version, int) or version < 1):
+            raise InvalidBindingError(
+                f"spec.kv.version must be a positive integer (a Vault version), not {version!r}"
+            )
+        file_name = str(file.get("name") or keyfile.DEFAULT_FILE_NAME)
+        try:
+            keyfile.validate_file_name(file_name)
+        except keyfile.InvalidFileNameError as exc:
+            raise InvalidBindingError(f"spec.file.name: {exc}") from None
+        mode = file.get("mode", keyfile.DEFAULT_MODE)
+        if not isinstance(mode, int) or not 0 <= mode <= 0o777:
+            raise InvalidBindingError(f"spec.file.mode must be 0-511 (0000-0777), not {mode!r}")
+        refresh = spec.get("refreshIntervalSeconds", DEFAULT_REFRESH_SECONDS)
+        if not isinstance(refresh, int) or refresh < 10:
+            raise InvalidBindingError(
+                f"spec.refreshIntervalSeconds must be an integer >= 10, not {refresh!r}"
+            )
+        return cls(
+            environment=environment,
+            vault=VaultAuthSpec(
+                address=vault.get("address") or None,
+                namespace=vault.get("namespace") or None,
+                method=method,
+                mount=str(auth.get("mount") or method),
+                role=_required_str(auth, "role", "spec.vault.auth.role"),
+                audience=str(auth.get("audience") or "vault"),
+            ),
+            ref=SecretRef(
+                path=resolve_path(str(kv.get("path") or DEFAULT_PATH), environment),
+                mount=str(kv.get("mount") or "secret"),
+                field=str(kv.get("field") or "api_key"),
+                version=version,
+            ),
+            refresh_seconds=refresh,
+            file_name=file_name,
+            file_mode=mode,
+            rotation_request=(spec.get("rotation") or {}).get("requestedAt") or None,
+        )
+
+
+def resolve_path(template: str, environment: str) -> str:
+    """Substitute ``{environment}`` and refuse paths that could wander off their prefix."""
+    path = template.replace("{environment}", environment)
+    normal = posixpath.normpath(path)
+    if path.startswith("/") or normal != path.rstrip("/") or ".." in path.split("/") or not path:
+        raise InvalidBindingError(
+            f"spec.kv.path {template!r} resolves to {path!r}: use a relative path without "
+            "'..', '.' or '//' segments, e.g. captchaai/{environment}"
+        )
+    return path
+
+
+def _required_str(spec: Mapping[str, Any], key: str, where: str | None = None) -> str:
+    value = spec.get(key)
+    if not isinstance(value, str) or not value:
+        raise InvalidBindingError(f"{where or 'spec.' + key} is required (a non-empty string)")
+    return value

@@ -1,0 +1,179 @@
+"""The operator's configuration file (a ConfigMap rendered by the chart).
+
+Its shape is fixed in ``docs/contract.md``. Unknown keys are refused rather than
+ignored: a typo in a values file should fail the rollout, not silently do nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["ConfigError", "InjectionConfig", "OperatorConfig", "TLSConfig", "VaultConfig"]
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, malformed, or has a bad value (named in the text)."""
+
+
+@dataclass(frozen=True)
+class VaultConfig:
+    address: str = "https://vault.vault.svc:8200"
+    ca_cert_file: str | None = None
+    namespace: str | None = None
+    auth_method: str = "kubernetes"
+    auth_mount: str = "kubernetes"
+    auth_role: str = "captcha-key-operator"
+    token_file: Path = Path("/var/run/secrets/captchakeys/vault/token")
+    audience: str = "vault"
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    mode: str = "self-signed"
+    secret_name: str = "captcha-key-agent-webhook-tls"
+    cert_dir: Path = Path("/etc/captchakeys/tls")
+
+
+@dataclass(frozen=True)
+class InjectionConfig:
+    image: str = "ghcr.io/captcha-key-agent/captcha-key-agent:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    resources: Mapping[str, Any] = field(
+        default_factory=lambda: {
+            "requests": {"cpu": "10m", "memory": "48Mi"},
+            "limits": {"memory": "96Mi"},
+        }
+    )
+    refresh_interval_seconds: int = 3600
+    mount_path: str = "/var/run/captchaai"
+    token_audience: str = "vault"
+    token_expiration_seconds: int = 3600
+    log_level: str = "info"
+    log_format: str = "json"
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    vault: VaultConfig = field(default_factory=VaultConfig)
+    kv_mount: str = "secret"
+    kv_path_prefix: str = "captchaai"
+    environments: tuple[str, ...] = ("dev", "staging", "prod")
+    status_poll_seconds: float = 30.0
+    peering_name: str | None = "captcha-key-agent"
+    webhook_port: int = 8443
+    webhook_service: str = "captcha-key-agent-webhook"
+    mutating_configuration: str = "captcha-key-agent"
+    validating_configuration: str = "captcha-key-agent"
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    injection: InjectionConfig = field(default_factory=InjectionConfig)
+    log_level: str = "info"
+    log_format: str = "json"
+
+    @classmethod
+    def load(cls, path: Path) -> OperatorConfig:
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read the operator config {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"the operator config {path} is not valid YAML: {exc}") from None
+        try:
+            return cls.from_mapping(raw)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> OperatorConfig:
+        top = _Section(raw, "")
+        vault, auth = top.section("vault"), top.section("vault").section("auth")
+        kv, webhook = top.section("kv"), top.section("webhook")
+        tls, inj, log = webhook.section("tls"), top.section("injection"), top.section("log")
+        peering = top.section("peering")
+        config = cls(
+            vault=VaultConfig(
+                address=vault.get("address", str, VaultConfig.address),
+                ca_cert_file=vault.get("caCertFile", str, "") or None,
+                namespace=vault.get("namespace", str, "") or None,
+                auth_method=auth.get("method", str, "kubernetes", choices=("kubernetes", "jwt")),
+                auth_mount=auth.get("mount", str, "") or auth.get("method", str, "kubernetes"),
+                auth_role=auth.get("role", str, VaultConfig.auth_role),
+                token_file=Path(auth.get("tokenFile", str, str(VaultConfig.token_file))),
+                audience=auth.get("audience", str, "vault"),
+            ),
+            kv_mount=kv.get("mount", str, "secret"),
+            kv_path_prefix=kv.get("pathPrefix", str, "captchaai").strip("/"),
+            environments=tuple(top.get("environments", list, ["dev", "staging", "prod"])),
+            status_poll_seconds=float(top.get("statusPollSeconds", int, 30, minimum=1)),
+            peering_name=peering.get("name", str, "captcha-key-agent") or None,
+            webhook_port=webhook.get("port", int, 8443, minimum=1),
+            webhook_service=webhook.get("serviceName", str, cls.webhook_service),
+            mutating_configuration=webhook.get(
+                "mutatingWebhookConfiguration", str, cls.mutating_configuration
+            ),
+            validating_configuration=webhook.get(
+                "validatingWebhookConfiguration", str, cls.validating_configuration
+            ),
+            tls=TLSConfig(
+                mode=tls.get("mode", str, "self-signed", choices=("self-signed", "cert-manager")),
+                secret_name=tls.get("secretName", str, TLSConfig.secret_name),
+                cert_dir=Path(tls.get("certDir", str, str(TLSConfig.cert_dir))),
+            ),
+            injection=InjectionConfig(
+                image=inj.get("image", str, InjectionConfig.image),
+                image_pull_policy=inj.get("imagePullPolicy", str, "IfNotPresent"),
+                resources=inj.get("resources", dict, InjectionConfig().resources),
+                refresh_interval_seconds=inj.get("refreshIntervalSeconds", int, 3600, minimum=10),
+                mount_path=inj.get("mountPath", str, InjectionConfig.mount_path),
+                token_audience=inj.get("tokenAudience", str, "vault"),
+                token_expiration_seconds=inj.get("tokenExpirationSeconds", int, 3600, minimum=600),
+                log_level=inj.get("logLevel", str, "info"),
+                log_format=inj.get("logFormat", str, "json", choices=("json", "text")),
+            ),
+            log_level=log.get("level", str, "info", choices=("debug", "info", "warning", "error")),
+            log_format=log.get("format", str, "json", choices=("json", "text")),
+        )
+        for section in (top, vault, auth, kv, webhook, tls, inj, log, peering):
+            section.refuse_unknown()
+        return config
+
+
+class _Section:
+    """One mapping of the file; remembers which keys were read to refuse the others."""
+
+    def __init__(self, raw: object, where: str):
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{where or 'the top level'} must be a mapping")
+        self.raw, self.where, self.read = raw, where, set[str]()
+
+    def section(self, key: str) -> _Section:
+        self.read.add(key)
+        return _Section(self.raw.get(key), f"{self.where}{key}.")
+
+    def get(self, key: str, kind: type, default: Any, *, choices: tuple[str, ...] = (),
+            minimum: int | None = None) -> Any:  # fmt: skip
+        self.read.add(key)
+        value = self.raw.get(key, default)
+        if value is None:
+            value = default
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(f"{self.where}{key} must be a {kind.__name__}, not {value!r}")
+        if choices and value not in choices:
+            raise ConfigError(
+                f"{self.where}{key} must be one of {', '.join(choices)}, not {value!r}"
+            )
+        if minimum is not None and isinstance(value, int) and value < minimum:
+            raise ConfigError(f"{self.where}{key} must be at least {minimum}, not {value!r}")
+        return value
+
+    def refuse_unknown(self) -> None:
+        unknown = sorted(set(self.raw) - self.read)
+        if unknown:
+            where = self.where.rstrip(".") or "the top level"
+            raise ConfigError(f"unknown key(s) in {where}: {', '.join(unknown)}")

@@ -1,0 +1,220 @@
+"""The key agent in a pod: a read-only kopf watcher of its ``CaptchaKeyBinding``.
+
+Why kopf, and why only ``@kopf.on.event``: kopf gives a robust watch (reconnects,
+resource versions, backoff) for the cost of one dependency the operator needs anyway.
+Its change handlers (create/update/resume), daemons and timers *write* to the object
+(progress and diff-base annotations, finalizers), and with hundreds of agents per
+binding that would be a write storm on one object, and an RBAC grant nobody should
+give a sidecar. Event handlers are pure watching: nothing is written. Event posting
+and cluster scanning are switched off too, so the agent's whole conversation with the
+API server is a list and a watch on bindings in its namespace.
+
+Flow: the first event for the binding configures and starts the :class:`KeyAgent`;
+spec changes re-target it (path, field, pin, file, Vault identity); a
+``status.currentVersion`` newer than what is on disk (the operator announcing a
+rotation) triggers a refresh after a small random spread, so a binding with hundreds
+of consumers does not hit Vault in one instant. A deleted or invalid binding stops
+nothing but refreshes: the last good key stays in place, and a clear line is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kopf
+
+from agent.binding import GROUP, PLURAL, VERSION, BindingSpec, InvalidBindingError, VaultAuthSpec
+from agent.sidecar.agent import Backoff, KeyAgent
+from agent.sidecar.health import serve_health
+from agent.sidecar.refresher import KeyRefresher, KeyTarget
+from agent.vault import VaultClient, VaultError, auth_from_settings
+
+__all__ = ["AgentDefaults", "BindingAgent", "run_binding_agent"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentDefaults:
+    """What the webhook injects into the sidecar, and the binding does not say."""
+
+    vault_addr: str
+    out_dir: Path
+    token_file: Path | None = None
+    vault_cacert: str | None = None
+    vault_namespace: str | None = None
+    backoff: Backoff = field(default_factory=Backoff)
+    rotation_spread: float = 0.5  # seconds over which a fleet spreads a rotation's reads.
+
+
+class BindingAgent:
+    """Follows one binding and owns the :class:`KeyAgent` that it configures."""
+
+    def __init__(self, name: str, defaults: AgentDefaults):
+        self.name = name
+        self.defaults = defaults
+        self.agent: KeyAgent | None = None
+        self.spec: BindingSpec | None = None
+        self.problem: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._pending: asyncio.TimerHandle | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.agent is not None and self.agent.ready
+
+    @property
+    def last_error(self) -> str | None:
+        return self.problem or (self.agent.last_error if self.agent else "binding not seen yet")
+
+    def status(self) -> dict[str, object]:
+        status: dict[str, object] = {"binding": self.name, "problem": self.problem}
+        if self.agent is not None:
+            status.update(self.agent.status())
+        else:
+            status.update(version=None, ready=False)
+        return status
+
+    def on_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """Apply one watch event of the binding (``None`` is the initial listing)."""
+        if event_type == "DELETED":
+            self._stop_refreshing()
+            self.problem = "BindingDeleted"
+            _log.warning(
+                "CaptchaKeyBinding %r was deleted: refreshes stop and the last good key stays "
+                "in place; re-create the binding to resume",
+                self.name,
+            )
+            return
+        try:
+            spec = BindingSpec.from_body(body)
+        except InvalidBindingError as exc:
+            self.problem = exc.reason
+            _log.error("%s; the last good key stays in place", exc)
+            return
+        except VaultError as exc:
+            self.problem = exc.reason
+            _log.error("%s", exc)
+            return
+        self.problem = None
+        self._apply(spec)
+        current = (body.get("status") or {}).get("currentVersion")
+        if isinstance(current, int) and spec.ref.version is None:
+            self._announce(current)
+
+    async def close(self) -> None:
+        self._stop_refreshing()
+        if self._task is not None:
+            await self._task
+
+    def _apply(self, spec: BindingSpec) -> None:
+        target = KeyTarget(self.defaults.out_dir, spec.file_name, spec.file_mode)
+        if self.agent is None or self._task is None or self._task.done():
+            refresher = KeyRefresher(self._client(spec.vault), spec.ref, target)
+            self.agent = KeyAgent(
+                refresher, refresh_interval=spec.refresh_seconds, backoff=self.defaults.backoff
+            )
+            self._task = asyncio.create_task(self.agent.run(), name=f"key-agent:{self.name}")
+        elif spec != self.spec:
+            if self.spec is None or spec.vault != self.spec.vault:
+                self.agent.refresher.client = self._client(spec.vault)
+            self.agent.refresher.retarget(spec.ref, target)
+            self.agent.refresh_interval = spec.refresh_seconds
+            self.agent.request_refresh()
+        self.spec = spec
+
+    def _announce(self, version: int) -> None:
+        agent = self.agent
+        if agent is None or version == agent.refresher.held_version:
+            return
+        agent.desired_version = version  # not ready until it lands, even before the spread.
+        delay = random.uniform(0, self.defaults.rotation_spread)  # noqa: S311
+        if self._pending is not None:
+            self._pending.cancel()
+        loop = asyncio.get_running_loop()
+        self._pending = loop.call_later(delay, lambda: agent.request_refresh(at_least=version))
+
+    def _client(self, vault: VaultAuthSpec) -> VaultClient:
+        auth = auth_from_settings(
+            "kubernetes" if vault.method == "kubernetes" else "jwt",
+            role=vault.role,
+            mount=vault.mount,
+            token_file=self.defaults.token_file,
+        )
+        return VaultClient(
+            vault.address or self.defaults.vault_addr,
+            auth,
+            ca_cert=self.defaults.vault_cacert,
+            namespace=vault.namespace or self.defaults.vault_namespace,
+        )
+
+    def _stop_refreshing(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+        if self.agent is not None:
+            self.agent.stop()
+
+
+def build_registry(
+    binding: BindingAgent, connection: kopf.ConnectionInfo | None = None
+) -> kopf.OperatorRegistry:
+    """A registry of this agent's own: kopf's default one is global to the process."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.posting.enabled = False  # no Events: the agent writes nothing at all.
+        settings.scanning.disabled = True  # no CRD/namespace watching: one namespace only.
+        settings.watching.server_timeout = 600
+        settings.watching.client_timeout = 660
+        settings.networking.request_timeout = 30
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        if connection is not None:
+            return connection
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+    def is_ours(name: str, **_: Any) -> bool:
+        return name == binding.name
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, when=is_ours)
+    def on_binding(type: str | None, body: kopf.Body, **_: Any) -> None:
+        binding.on_event(type, body)
+
+    return registry
+
+
+async def run_binding_agent(
+    name: str,
+    namespace: str,
+    defaults: AgentDefaults,
+    *,
+    health: tuple[str, int] | None = None,
+    connection: kopf.ConnectionInfo | None = None,
+    stop_flag: asyncio.Event | None = None,
+    ready_flag: asyncio.Event | None = None,
+) -> BindingAgent:
+    """Watch binding ``name`` in ``namespace`` and keep its key file current until stopped."""
+    binding = BindingAgent(name, defaults)
+    runner = await serve_health(binding, *health) if health else None
+    _log.info("key agent watching CaptchaKeyBinding %s/%s", namespace, name)
+    try:
+        await kopf.operator(
+            registry=build_registry(binding, connection),
+            standalone=True,
+            namespaces=[namespace],
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
+    finally:
+        await binding.close()
+        if runner is not None:
+            await runner.cleanup()
+    return binding
