@@ -1,0 +1,56 @@
+"""A small CaptchaAI client that takes its key from the delivered key file.
+
+Why it exists: the guide's solver fetched the key from Vault itself and re-read it
+hourly. In a pod the key agent already keeps the key file current, so the client asks
+:class:`agent.reader.KeyReader` for the key on every request (from memory), and when
+CaptchaAI says the key was revoked it waits briefly for the rotated key and retries
+once. The key only ever travels in POST bodies and never appears in errors or reprs::
+
+    from agent.reader import KeyReader
+    from agent.captchaai import CaptchaAIClient, RecaptchaV2
+
+    reader = KeyReader()
+    reader.wait(timeout=30)
+    with CaptchaAIClient(reader) as client:
+        token = client.solve(RecaptchaV2(sitekey="6Le-...", pageurl="https://example.com/"))
+
+:class:`AsyncCaptchaAIClient` is the same with ``await client.solve(...)``.
+"""
+
+from agent.captchaai._core import DEFAULT_BASE_URL, KeySource, Timing
+from agent.captchaai.client import AsyncCaptchaAIClient, CaptchaAIClient
+from agent.captchaai.errors import (
+    AccessDeniedError,
+    BadTaskError,
+    CaptchaAIError,
+    KeyRejectedError,
+    ProtocolError,
+    ServiceBusyError,
+    ServiceError,
+    SolveTimeoutError,
+    TransportError,
+    UnsolvableError,
+    ZeroBalanceError,
+)
+from agent.captchaai.tasks import RecaptchaV2, Task
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "AccessDeniedError",
+    "AsyncCaptchaAIClient",
+    "BadTaskError",
+    "CaptchaAIClient",
+    "CaptchaAIError",
+    "KeyRejectedError",
+    "KeySource",
+    "ProtocolError",
+    "RecaptchaV2",
+    "ServiceBusyError",
+    "ServiceError",
+    "SolveTimeoutError",
+    "Task",
+    "Timing",
+    "TransportError",
+    "UnsolvableError",
+    "ZeroBalanceError",
+]
