@@ -289,6 +289,87 @@ def _service_account_namespace() -> str:
         ) from None
 
 
+@main.command("operator")
+@click.option(
+    "--config",
+    "config_path",
+    envvar="CAPTCHAKEY_CONFIG",
+    show_envvar=True,
+    default="/etc/captchakeys/config.yaml",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Operator configuration file.",
+)
+@click.option(
+    "--namespace",
+    envvar="POD_NAMESPACE",
+    show_envvar=True,
+    help="The operator's own namespace [default: the service account's].",
+)
+@click.option(
+    "--health-addr",
+    envvar="CAPTCHAKEY_HEALTH_ADDR",
+    show_envvar=True,
+    default="0.0.0.0:8080",
+    help="HOST:PORT for /healthz (kopf liveness).",
+)
+def operator_command(config_path: Path, namespace: str | None, health_addr: str) -> None:
+    """Serve the webhooks and keep every CaptchaKeyBinding's status."""
+    from agent.operator.app import run_operator
+    from agent.operator.config import ConfigError, OperatorConfig
+
+    try:
+        config = OperatorConfig.load(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    logs.configure(config.log_level, config.log_format)
+    health = _health_address(health_addr)
+    liveness = f"http://{health[0]}:{health[1]}/healthz" if health else None
+    asyncio.run(run_operator(config, namespace or _service_account_namespace(),
+                             liveness_endpoint=liveness))  # fmt: skip
+
+
+@main.command("check-webhook")
+@click.option(
+    "--url", required=True, help="The mutating webhook's URL, e.g. https://svc.ns.svc/mutate-pods."
+)
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="CA that signed it.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0)
+def check_webhook_command(url: str, ca_file: str | None, timeout: float) -> None:
+    """Post a harmless AdmissionReview (a pod that did not opt in); exit 0 if it is allowed.
+
+    Used by the chart's `helm test` hook: proves the Service, TLS and the server work.
+    """
+    import uuid
+
+    import requests
+
+    uid = str(uuid.uuid4())
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "operation": "CREATE",
+            "namespace": "default",
+            "userInfo": {"username": "captchakey-check-webhook"},
+            "object": {"apiVersion": "v1", "kind": "Pod",
+                       "metadata": {"name": "check", "namespace": "default"},
+                       "spec": {"containers": [{"name": "app", "image": "busybox"}]}},
+        },
+    }  # fmt: skip
+    try:
+        response = requests.post(url, json=review, verify=ca_file or True, timeout=timeout)
+        response.raise_for_status()
+        answer = response.json()["response"]
+    except (requests.RequestException, ValueError, KeyError) as exc:
+        raise click.ClickException(f"the webhook at {url} did not answer properly: {exc}") from None
+    if answer.get("uid") != uid or not answer.get("allowed"):
+        raise click.ClickException(f"the webhook at {url} answered unexpectedly: {answer}")
+    click.echo(f"webhook at {url} answered and allowed a pod that did not opt in")
+
+
 @main.command("demo")
 @click.option("--rotations", type=click.IntRange(1, 50), default=5, help="How many rotations.")
 @click.option(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -72,7 +72,7 @@ class OperatorConfig:
     tls: TLSConfig = field(default_factory=TLSConfig)
     injection: InjectionConfig = field(default_factory=InjectionConfig)
     log_level: str = "info"
-    log_format: str = "json"
+    log_format: Literal["json", "text"] = "json"
 
     @classmethod
     def load(cls, path: Path) -> OperatorConfig:

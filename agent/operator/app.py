@@ -1,0 +1,170 @@
+"""The operator process: kopf handlers for admission and status, and their settings.
+
+Everything is registered into a registry of its own (kopf's default registry is
+global to the process) and configured explicitly at startup: the webhook server and
+its TLS, peering (every replica serves admission; only the active one keeps status),
+and the login.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import kopf
+
+from agent.binding import GROUP, PLURAL, VERSION, InvalidBindingError
+from agent.operator import tls
+from agent.operator.config import OperatorConfig
+from agent.operator.injection import ANNOTATION_BINDING, InjectionError, plan_injection
+from agent.operator.kube import KubeApi
+from agent.operator.status import StatusKeeper
+from agent.operator.validation import validate_binding
+
+__all__ = ["MIN_KUBERNETES", "build_registry", "run_operator"]
+
+MIN_KUBERNETES = (1, 29)  # native sidecars (init containers with restartPolicy: Always).
+
+_log = logging.getLogger(__name__)
+
+
+async def prepare_tls(config: OperatorConfig, kube: KubeApi, namespace: str, workdir: Path,
+                      extra_names: tuple[str, ...] = ()) -> tuple[Path, Path]:  # fmt: skip
+    """The serving certificate and key files for the webhook server."""
+    if config.tls.mode == "cert-manager":
+        return config.tls.cert_dir / "tls.crt", config.tls.cert_dir / "tls.key"
+    names = [*tls.service_names(config.webhook_service, namespace), *extra_names]
+    stored = await kube.read_secret(namespace, config.tls.secret_name)
+    if stored is None or tls.needs_renewal(stored.get("tls.crt", b""), names):
+        ca = (stored["ca.crt"], stored["ca.key"]) if stored and "ca.key" in stored else None
+        certs = tls.generate(names, ca=ca)
+        if stored is None:
+            if not await kube.create_secret(
+                namespace, config.tls.secret_name, certs.as_secret_data()
+            ):
+                stored = await kube.read_secret(
+                    namespace, config.tls.secret_name
+                )  # another replica won.
+        else:
+            await kube.replace_secret(namespace, config.tls.secret_name, certs.as_secret_data())
+        if stored is None or "ca.key" not in stored or ca is not None:
+            stored = certs.as_secret_data()
+    await kube.set_ca_bundle(config.mutating_configuration, config.validating_configuration,
+                             stored["ca.crt"])  # fmt: skip
+    certfile, keyfile = workdir / "tls.crt", workdir / "tls.key"
+    certfile.write_bytes(stored["tls.crt"])
+    keyfile.write_bytes(stored["tls.key"])
+    keyfile.chmod(0o600)
+    return certfile, keyfile
+
+
+def build_registry(
+    config: OperatorConfig,
+    kube: KubeApi,
+    namespace: str,
+    *,
+    connection: kopf.ConnectionInfo | None = None,
+    webhook_host: str = "0.0.0.0",  # noqa: S104 - the API server reaches the pod IP.
+    extra_names: tuple[str, ...] = (),
+) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    keeper = StatusKeeper(config, kube)
+    workdir = Path(tempfile.mkdtemp(prefix="captchakeys-tls-"))
+    cluster: dict[str, tuple[int, int]] = {}
+
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.posting.level = logging.WARNING  # Events for warnings; info Events are explicit.
+        settings.scanning.disabled = True
+        settings.admission.managed = None  # the chart owns the webhook configurations.
+        certfile, keyfile = await prepare_tls(config, kube, namespace, workdir, extra_names)
+        settings.admission.server = kopf.WebhookServer(
+            addr=webhook_host, port=config.webhook_port, certfile=certfile, pkeyfile=keyfile
+        )
+        cluster["version"] = await kube.server_version()
+        if cluster["version"] < MIN_KUBERNETES:
+            _log.error(
+                "Kubernetes %s.%s has no native sidecars (needs >= %s.%s): opted-in pods will "
+                "be refused until the cluster is upgraded",
+                *cluster["version"],
+                *MIN_KUBERNETES,
+            )
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        if connection is not None:
+            return connection
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.mutate("pods", id="mutate-pods", operation="CREATE", registry=registry)
+    async def inject(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        if cluster.get("version", MIN_KUBERNETES) < MIN_KUBERNETES:
+            major, minor = cluster["version"]
+            raise kopf.AdmissionError(
+                f"this cluster runs Kubernetes {major}.{minor}; the key agent is a native sidecar "
+                "and needs >= 1.29: upgrade the cluster or remove the captchakeys.io/inject label"
+            )
+        pod_namespace = body.metadata.namespace or ""
+        binding_name = (body.metadata.annotations or {}).get(ANNOTATION_BINDING, "").strip()
+        binding = await kube.get_binding(pod_namespace, binding_name) if binding_name else None
+        try:
+            planned = plan_injection(
+                body, binding, config.injection, vault_addr=config.vault.address
+            )
+        except InjectionError as exc:
+            raise kopf.AdmissionError(str(exc), code=400) from None
+        if planned is not None:
+            patch.spec.update(planned)
+
+    @kopf.on.validate(GROUP, VERSION, PLURAL, id="validate-captchakeybindings", registry=registry)
+    def validate(body: kopf.Body, **_: Any) -> None:
+        try:
+            validate_binding(body, config)
+        except InvalidBindingError as exc:
+            raise kopf.AdmissionError(str(exc), code=422) from None
+
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5)
+    async def keep_status(
+        name: str, namespace: str | None, body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any
+    ) -> None:
+        await keeper.keep(namespace or "", name, body, stopped)
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    def on_change(name: str, namespace: str | None, body: kopf.Body, **_: Any) -> None:
+        status = body.get("status") or {}
+        rotation = (body.spec.get("rotation") or {}).get("requestedAt")
+        stale = body.metadata.get("generation") != status.get("observedGeneration")
+        if stale or (rotation and rotation != status.get("lastRotationRequest")):
+            keeper.wake(namespace or "", name)
+
+    return registry
+
+
+async def run_operator(
+    config: OperatorConfig,
+    namespace: str,
+    *,
+    kube: KubeApi | None = None,
+    connection: kopf.ConnectionInfo | None = None,
+    webhook_host: str = "0.0.0.0",  # noqa: S104
+    extra_names: tuple[str, ...] = (),
+    stop_flag: asyncio.Event | None = None,
+    ready_flag: asyncio.Event | None = None,
+    liveness_endpoint: str | None = None,
+) -> None:
+    """Run the operator until stopped (SIGTERM, or ``stop_flag``)."""
+    kube = kube or KubeApi.connect()
+    registry = build_registry(config, kube, namespace, connection=connection,
+                              webhook_host=webhook_host, extra_names=extra_names)  # fmt: skip
+    await kopf.operator(
+        registry=registry,
+        clusterwide=True,
+        standalone=config.peering_name is None,
+        peering_name=config.peering_name,
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+        liveness_endpoint=liveness_endpoint,
+    )

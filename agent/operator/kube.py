@@ -1,0 +1,114 @@
+"""The few Kubernetes API calls the operator makes outside kopf's own machinery.
+
+kopf watches and patches through its handlers; the operator also needs plain reads and
+writes that no handler return can express: look up a binding during pod admission,
+patch a binding's status from its keeper, keep the webhook TLS Secret, write the
+caBundle. The official client does these; it is synchronous, so every call runs in a
+worker thread to keep the event loop (and the admission latency) free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from agent.binding import GROUP, PLURAL, VERSION
+
+__all__ = ["KubeApi"]
+
+
+class KubeApi:
+    """Thin async facade over ``kubernetes.client`` for the operator's own calls."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient):
+        self._custom = kubernetes.client.CustomObjectsApi(api_client)
+        self._core = kubernetes.client.CoreV1Api(api_client)
+        self._admission = kubernetes.client.AdmissionregistrationV1Api(api_client)
+        self._version = kubernetes.client.VersionApi(api_client)
+
+    @classmethod
+    def connect(cls, server: str | None = None, token: str | None = None) -> KubeApi:
+        """In-cluster credentials, else the kubeconfig; or an explicit server and token."""
+        if server is not None:
+            configuration = kubernetes.client.Configuration()
+            configuration.host = server
+            configuration.api_key = {"authorization": f"Bearer {token}"} if token else {}
+            return cls(kubernetes.client.ApiClient(configuration))
+        try:
+            kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+        return cls(kubernetes.client.ApiClient())
+
+    async def get_binding(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            body = await asyncio.to_thread(
+                self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], body)
+
+    async def patch_binding_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        await asyncio.to_thread(
+            self._custom.patch_namespaced_custom_object_status,
+            GROUP, VERSION, namespace, PLURAL, name, {"status": dict(status)},
+        )  # fmt: skip
+
+    async def server_version(self) -> tuple[int, int]:
+        info = await asyncio.to_thread(self._version.get_code)
+        return int(info.major), int("".join(ch for ch in info.minor if ch.isdigit()) or 0)
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        try:
+            secret = await asyncio.to_thread(self._core.read_namespaced_secret, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+
+    async def create_secret(self, namespace: str, name: str, data: Mapping[str, bytes]) -> bool:
+        """Create the Secret; ``False`` if another replica created it first."""
+        body = kubernetes.client.V1Secret(
+            metadata=kubernetes.client.V1ObjectMeta(name=name, namespace=namespace),
+            type="Opaque",
+            data={k: base64.b64encode(v).decode() for k, v in data.items()},
+        )
+        try:
+            await asyncio.to_thread(self._core.create_namespaced_secret, namespace, body)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    async def replace_secret(self, namespace: str, name: str, data: Mapping[str, bytes]) -> None:
+        patch = {"data": {k: base64.b64encode(v).decode() for k, v in data.items()}}
+        await asyncio.to_thread(self._core.patch_namespaced_secret, name, namespace, patch)
+
+    async def set_ca_bundle(self, mutating: str, validating: str, ca_pem: bytes) -> None:
+        """Write the CA into every webhook of both configurations."""
+        bundle = base64.b64encode(ca_pem).decode()
+        for read, patch, name in (
+            (self._admission.read_mutating_webhook_configuration,
+             self._admission.patch_mutating_webhook_configuration, mutating),
+            (self._admission.read_validating_webhook_configuration,
+             self._admission.patch_validating_webhook_configuration, validating),
+        ):  # fmt: skip
+            current = await asyncio.to_thread(read, name)
+            webhooks = [
+                {"name": hook.name, "clientConfig": {"caBundle": bundle}}
+                for hook in getattr(current, "webhooks", None) or []
+            ]
+            # A strategic merge on the webhooks list, keyed by name: only caBundle changes.
+            await asyncio.to_thread(patch, name, {"webhooks": webhooks})

@@ -1,0 +1,172 @@
+"""The binding's status: which Vault version is current, and whether all is well.
+
+One keeper per binding (a kopf daemon) reads Vault *metadata* only, with the
+operator's own role that has no data capability, so the operator can publish the
+current version without ever holding a key. It polls at a jittered interval, at once
+when the binding changes or a rotation is requested, and backs off while Vault fails;
+a failure changes conditions but never ``currentVersion``: consumers keep their key.
+
+Conditions follow Kubernetes conventions (``lastTransitionTime`` moves only when the
+status flips), with reasons from the guide's troubleshooting table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import kopf
+
+from agent.binding import BindingSpec, InvalidBindingError
+from agent.operator.config import OperatorConfig
+from agent.operator.kube import KubeApi
+from agent.operator.validation import validate_binding
+from agent.sidecar.agent import Backoff, jittered
+from agent.vault import (
+    SecretMetadata,
+    VaultClient,
+    VaultError,
+    VaultUnavailableError,
+    auth_from_settings,
+)
+
+__all__ = ["Conditions", "StatusKeeper"]
+
+_log = logging.getLogger(__name__)
+
+
+class Conditions:
+    """A binding's conditions being updated in one round, Kubernetes-style.
+
+    ``lastTransitionTime`` moves only when a condition's status flips, so it tells
+    how long a binding has been (un)ready, not how long ago the last poll ran.
+    """
+
+    def __init__(self, current: Sequence[Mapping[str, Any]], generation: int | None):
+        self.items: list[dict[str, Any]] = [dict(c) for c in current]
+        self.generation = generation
+        self.now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def set(self, type_: str, status: bool, reason: str, message: str) -> None:
+        value = "True" if status else "False"
+        previous = next((c for c in self.items if c.get("type") == type_), None)
+        unchanged = previous is not None and previous.get("status") == value
+        since = previous.get("lastTransitionTime", self.now) if previous and unchanged else self.now
+        self.items = [c for c in self.items if c.get("type") != type_]
+        self.items.append({
+            "type": type_,
+            "status": value,
+            "reason": reason,
+            "message": message,
+            "observedGeneration": self.generation,
+            "lastTransitionTime": since,
+        })  # fmt: skip
+
+
+class StatusKeeper:
+    """Keeps every binding's status current; one :meth:`keep` loop per binding."""
+
+    def __init__(self, config: OperatorConfig, kube: KubeApi):
+        self.config = config
+        self.kube = kube
+        self.backoff = Backoff(base=2.0, cap=300.0)
+        self._clients: dict[tuple[str, str | None], VaultClient] = {}
+        self._wakeups: dict[tuple[str, str], asyncio.Event] = {}
+
+    def wake(self, namespace: str, name: str) -> None:
+        """Check this binding now: its spec changed, or a rotation was requested."""
+        self._wakeups.setdefault((namespace, name), asyncio.Event()).set()
+
+    async def keep(
+        self, namespace: str, name: str, body: kopf.Body, stopped: kopf.DaemonStopped
+    ) -> None:
+        wake = self._wakeups.setdefault((namespace, name), asyncio.Event())
+        failures = 0
+        try:
+            while not stopped:
+                wake.clear()
+                ok = await self.check(namespace, name, body)
+                failures = 0 if ok else failures + 1
+                poll = self.config.status_poll_seconds
+                delay = jittered(poll) if ok else self.backoff.delay(failures)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=delay)
+        finally:
+            self._wakeups.pop((namespace, name), None)
+
+    async def check(self, namespace: str, name: str, body: kopf.Body) -> bool:
+        """One round: read metadata, publish status; ``False`` while Vault is unavailable."""
+        status: Mapping[str, Any] = body.get("status") or {}
+        conditions = Conditions(status.get("conditions") or [], body.metadata.get("generation"))
+        patch: dict[str, Any] = {"observedGeneration": conditions.generation}
+        healthy = True
+        try:
+            spec = validate_binding(body, self.config)
+        except InvalidBindingError as exc:
+            conditions.set("Ready", False, exc.reason, str(exc))
+        else:
+            patch["vaultPath"] = f"{spec.ref.mount}/{spec.ref.path}"
+            if spec.rotation_request:
+                patch["lastRotationRequest"] = spec.rotation_request
+            try:
+                meta = await asyncio.to_thread(self._client(spec).metadata, spec.ref)
+            except VaultError as exc:
+                healthy = not isinstance(exc, VaultUnavailableError)
+                conditions.set("VaultReachable", healthy, exc.reason, str(exc))
+                conditions.set("Ready", False, exc.reason, str(exc))
+            else:
+                conditions.set("VaultReachable", True, "MetadataRead", "Vault answered")
+                self._publish(body, spec, meta, patch, conditions)
+        patch["conditions"] = conditions.items
+        if any(status.get(k) != v for k, v in patch.items()):
+            await self.kube.patch_binding_status(namespace, name, patch)
+        return healthy
+
+    def _publish(
+        self,
+        body: kopf.Body,
+        spec: BindingSpec,
+        meta: SecretMetadata,
+        patch: dict[str, Any],
+        conditions: Conditions,
+    ) -> None:
+        pinned = spec.ref.version
+        if pinned is not None and pinned not in meta.live_versions:
+            state = meta.version_states.get(pinned, "not present")
+            message = (
+                f"pinned version {pinned} is {state} in Vault (current: {meta.current_version}); "
+                "consumers keep the key they hold. Pin an existing version or remove the pin."
+            )
+            before = (body.get("status") or {}).get("conditions") or []
+            if not any(c.get("reason") == "VersionUnavailable" for c in before):
+                kopf.warn(body, reason="VersionUnavailable", message=message)
+            conditions.set("Ready", False, "VersionUnavailable", message)
+            return
+        wanted = pinned or meta.current_version
+        previous = (body.get("status") or {}).get("currentVersion")
+        patch["currentVersion"] = wanted
+        if previous != wanted:
+            message = f"Vault version {previous} -> {wanted} at {patch['vaultPath']}"
+            kopf.info(body, reason="VersionChanged", message=message)
+        what = f"pinned version {wanted}" if pinned else f"latest version {wanted}"
+        conditions.set("Ready", True, "VersionPublished", f"consumers follow the {what}")
+
+    def _client(self, spec: BindingSpec) -> VaultClient:
+        vault = self.config.vault
+        address = spec.vault.address or vault.address
+        key = (address, spec.vault.namespace or vault.namespace)
+        if key not in self._clients:
+            auth = auth_from_settings(
+                "kubernetes" if vault.auth_method == "kubernetes" else "jwt",
+                role=vault.auth_role,
+                mount=vault.auth_mount,
+                token_file=vault.token_file,
+            )
+            self._clients[key] = VaultClient(
+                address, auth, ca_cert=vault.ca_cert_file, namespace=key[1]
+            )
+        return self._clients[key]

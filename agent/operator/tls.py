@@ -1,0 +1,155 @@
+"""Webhook TLS: a private CA and serving certificate, generated with ``cryptography``.
+
+The API server only calls webhooks over HTTPS and must trust the certificate through
+the ``caBundle`` of the webhook configuration. In the default *self-signed* mode the
+operator owns that chain: it keeps the CA and the serving certificate in one Secret
+(so every replica serves the same certificate and a restart does not churn the
+caBundle), renews the serving certificate well before it expires, and writes the CA
+into the webhook configurations. kopf's own generator needs oscrypto, which cannot
+load OpenSSL 3 on current distributions; ``cryptography`` is the maintained choice.
+
+In *cert-manager* mode none of this runs: cert-manager issues the certificate into
+a mounted Secret and injects the caBundle; kopf's server reloads changed files.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = ["WebhookCertificates", "generate", "needs_renewal", "service_names"]
+
+CA_VALIDITY = datetime.timedelta(days=3650)
+SERVING_VALIDITY = datetime.timedelta(days=365)
+RENEW_BEFORE = datetime.timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class WebhookCertificates:
+    """PEM-encoded CA certificate, CA key, serving certificate and serving key."""
+
+    ca_cert: bytes
+    ca_key: bytes
+    cert: bytes
+    key: bytes
+
+    def as_secret_data(self) -> dict[str, bytes]:
+        return {
+            "ca.crt": self.ca_cert,
+            "ca.key": self.ca_key,
+            "tls.crt": self.cert,
+            "tls.key": self.key,
+        }
+
+
+def service_names(service: str, namespace: str) -> list[str]:
+    """Every DNS name the API server may use to reach the webhook Service."""
+    return [
+        service,
+        f"{service}.{namespace}",
+        f"{service}.{namespace}.svc",
+        f"{service}.{namespace}.svc.cluster.local",
+    ]
+
+
+def generate(
+    names: Iterable[str],
+    *,
+    ca: tuple[bytes, bytes] | None = None,
+    now: datetime.datetime | None = None,
+) -> WebhookCertificates:
+    """A serving certificate for ``names`` (DNS names or IPs), signed by ``ca`` or a new CA."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    if ca is None:
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name(
+            [x509.NameAttribute(NameOID.COMMON_NAME, "captcha-key-agent webhook CA")]
+        )
+        ca_cert = (
+            _builder(ca_name, ca_name, ca_key.public_key(), now, CA_VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                critical=True,
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+    else:
+        ca_cert = x509.load_pem_x509_certificate(ca[0])
+        loaded = serialization.load_pem_private_key(ca[1], password=None)
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+            raise ValueError("the webhook CA key must be an EC key")
+        ca_key = loaded
+    names = list(names)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    cert = (
+        _builder(subject, ca_cert.subject, key.public_key(), now, SERVING_VALIDITY)
+        .add_extension(
+            x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return WebhookCertificates(
+        ca_cert=ca_cert.public_bytes(serialization.Encoding.PEM),
+        ca_key=_private_pem(ca_key),
+        cert=cert.public_bytes(serialization.Encoding.PEM),
+        key=_private_pem(key),
+    )
+
+
+def needs_renewal(
+    cert_pem: bytes, names: Iterable[str], *, now: datetime.datetime | None = None
+) -> bool:
+    """Whether a serving certificate expires soon or does not cover every name."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return True
+    covered = {str(n) for n in sans.get_values_for_type(x509.DNSName)}
+    covered |= {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    return cert.not_valid_after_utc - now < RENEW_BEFORE or not set(names) <= covered
+
+
+def _builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    now: datetime.datetime,
+    validity: datetime.timedelta,
+) -> x509.CertificateBuilder:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + validity)
+    )
+
+
+def _general_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+def _private_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
