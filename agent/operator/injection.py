@@ -126,7 +126,9 @@ def _target_containers(containers: Sequence[Mapping[str, Any]], wanted: str) -> 
 
 def _mount_path(path: str) -> str:
     normal = posixpath.normpath(path.strip())
-    if not path.startswith("/") or normal != path.rstrip("/"):
+    # normpath keeps a leading "//" (POSIX leaves it implementation-defined); the kubelet
+    # does not, so "//etc" would land on /etc. "/" is judged as a system path below.
+    if not path.startswith("/") or path.startswith("//") or normal != (path.rstrip("/") or "/"):
         raise InjectionError(
             f"{ANNOTATION_MOUNT_PATH} {path!r} must be an absolute, normalised directory path "
             "such as /var/run/captchaai"
