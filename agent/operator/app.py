@@ -19,7 +19,12 @@ import kopf
 from agent.binding import GROUP, PLURAL, VERSION, InvalidBindingError
 from agent.operator import tls
 from agent.operator.config import OperatorConfig
-from agent.operator.injection import ANNOTATION_BINDING, InjectionError, plan_injection
+from agent.operator.injection import (
+    ANNOTATION_BINDING,
+    INJECT_LABEL,
+    InjectionError,
+    plan_injection,
+)
 from agent.operator.kube import KubeApi
 from agent.operator.status import StatusKeeper
 from agent.operator.validation import validate_binding
@@ -139,6 +144,12 @@ def build_registry(
         stale = body.metadata.get("generation") != status.get("observedGeneration")
         if stale or (rotation and rotation != status.get("lastRotationRequest")):
             keeper.wake(namespace or "", name)
+
+    @kopf.on.event("pods", labels={INJECT_LABEL: "true"}, registry=registry)
+    def on_pod(type: str | None, body: kopf.Body, **_: Any) -> None:
+        binding = keeper.consumers.observe(type, body)
+        if binding is not None:
+            keeper.wake(*binding)
 
     return registry
 

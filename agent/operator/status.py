@@ -17,13 +17,14 @@ import contextlib
 import datetime
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import kopf
 
 from agent.binding import BindingSpec, InvalidBindingError
 from agent.operator.config import OperatorConfig
 from agent.operator.kube import KubeApi
+from agent.operator.rollout import ConsumerRegistry, Rollout, read_versions, summarize
 from agent.operator.validation import validate_binding
 from agent.sidecar.agent import Backoff, jittered
 from agent.vault import (
@@ -34,7 +35,9 @@ from agent.vault import (
     auth_from_settings,
 )
 
-__all__ = ["Conditions", "StatusKeeper"]
+__all__ = ["Conditions", "Outcome", "StatusKeeper"]
+
+Outcome = Literal["settled", "rolling", "failed"]
 
 _log = logging.getLogger(__name__)
 
@@ -70,10 +73,13 @@ class Conditions:
 class StatusKeeper:
     """Keeps every binding's status current; one :meth:`keep` loop per binding."""
 
+    rollout_poll_seconds = 0.5  # while consumers are catching up, look often.
+
     def __init__(self, config: OperatorConfig, kube: KubeApi):
         self.config = config
         self.kube = kube
         self.backoff = Backoff(base=2.0, cap=300.0)
+        self.consumers = ConsumerRegistry()
         self._clients: dict[tuple[str, str | None], VaultClient] = {}
         self._wakeups: dict[tuple[str, str], asyncio.Event] = {}
 
@@ -89,21 +95,25 @@ class StatusKeeper:
         try:
             while not stopped:
                 wake.clear()
-                ok = await self.check(namespace, name, body)
-                failures = 0 if ok else failures + 1
-                poll = self.config.status_poll_seconds
-                delay = jittered(poll) if ok else self.backoff.delay(failures)
+                outcome = await self.check(namespace, name, body)
+                failures = 0 if outcome != "failed" else failures + 1
+                if outcome == "failed":
+                    delay = self.backoff.delay(failures)
+                elif outcome == "rolling":
+                    delay = self.rollout_poll_seconds
+                else:
+                    delay = jittered(self.config.status_poll_seconds)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout=delay)
         finally:
             self._wakeups.pop((namespace, name), None)
 
-    async def check(self, namespace: str, name: str, body: kopf.Body) -> bool:
-        """One round: read metadata, publish status; ``False`` while Vault is unavailable."""
+    async def check(self, namespace: str, name: str, body: kopf.Body) -> Outcome:
+        """One round: read metadata, count consumers, publish the status if it changed."""
         status: Mapping[str, Any] = body.get("status") or {}
         conditions = Conditions(status.get("conditions") or [], body.metadata.get("generation"))
         patch: dict[str, Any] = {"observedGeneration": conditions.generation}
-        healthy = True
+        outcome: Outcome = "settled"
         try:
             spec = validate_binding(body, self.config)
         except InvalidBindingError as exc:
@@ -115,16 +125,51 @@ class StatusKeeper:
             try:
                 meta = await asyncio.to_thread(self._client(spec).metadata, spec.ref)
             except VaultError as exc:
-                healthy = not isinstance(exc, VaultUnavailableError)
-                conditions.set("VaultReachable", healthy, exc.reason, str(exc))
+                reachable = not isinstance(exc, VaultUnavailableError)
+                outcome = "settled" if reachable else "failed"
+                conditions.set("VaultReachable", reachable, exc.reason, str(exc))
                 conditions.set("Ready", False, exc.reason, str(exc))
             else:
                 conditions.set("VaultReachable", True, "MetadataRead", "Vault answered")
                 self._publish(body, spec, meta, patch, conditions)
+                current = patch.get("currentVersion", status.get("currentVersion"))
+                if isinstance(current, int):
+                    held = await read_versions(self.consumers.of(namespace, name))
+                    rollout = summarize(held, current, meta.live_versions)
+                    patch["rollout"] = rollout.as_status()
+                    self._report_rollout(body, rollout, current, conditions)
+                    outcome = "settled" if rollout.complete else "rolling"
         patch["conditions"] = conditions.items
         if any(status.get(k) != v for k, v in patch.items()):
             await self.kube.patch_binding_status(namespace, name, patch)
-        return healthy
+        return outcome
+
+    def _report_rollout(
+        self, body: kopf.Body, rollout: Rollout, current: int, conditions: Conditions
+    ) -> None:
+        if not rollout.complete:
+            waiting = ", ".join(rollout.stragglers[:10])
+            more = (
+                f" and {len(rollout.stragglers) - 10} more" if len(rollout.stragglers) > 10 else ""
+            )
+            conditions.set("RolloutComplete", False, "RolloutInProgress",
+                           f"{rollout.up_to_date}/{rollout.consumers} consumers hold version "
+                           f"{current}; waiting for {waiting}{more}")  # fmt: skip
+            conditions.set("SafeToRevoke", False, "RolloutInProgress",
+                           "wait until every consumer holds the current version")  # fmt: skip
+            return
+        before = (body.get("status") or {}).get("rollout") or {}
+        conditions.set("RolloutComplete", True, "AllConsumersCurrent",
+                       f"all {rollout.consumers} consumers hold version {current}")  # fmt: skip
+        if rollout.safe_to_revoke:
+            versions = ", ".join(str(v) for v in rollout.safe_to_revoke)
+            message = (f"no live consumer holds version(s) {versions}: their keys can be "
+                       "revoked in the CaptchaAI dashboard")  # fmt: skip
+            conditions.set("SafeToRevoke", True, "OldVersionsUnused", message)
+            if before.get("safeToRevoke") != rollout.safe_to_revoke:
+                kopf.info(body, reason="SafeToRevoke", message=message)
+        else:
+            conditions.set("SafeToRevoke", False, "NothingToRevoke", "no older version in Vault")
 
     def _publish(
         self,
