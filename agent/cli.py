@@ -8,6 +8,7 @@ the operator needs. Every option can also be set from the environment (shown in
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -326,6 +327,60 @@ def operator_command(config_path: Path, namespace: str | None, health_addr: str)
     liveness = f"http://{health[0]}:{health[1]}/healthz" if health else None
     asyncio.run(run_operator(config, namespace or _service_account_namespace(),
                              liveness_endpoint=liveness))  # fmt: skip
+
+
+@main.command("rotate")
+@click.option("--binding", help="The CaptchaKeyBinding to rotate.")
+@click.option("--environment", help="Or: the only binding of this environment in the namespace.")
+@click.option("-n", "--namespace", default="default", help="The binding's namespace.")
+@click.option(
+    "--new-key-stdin",
+    is_flag=True,
+    help="Read a new key from stdin and store it in Vault first (never pass it in argv).",
+)
+@click.option(
+    "--vault-addr", envvar="VAULT_ADDR", show_envvar=True, default="https://127.0.0.1:8200"
+)
+@click.option(
+    "--vault-cacert", envvar="VAULT_CACERT", show_envvar=True, type=click.Path(dir_okay=False)
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    help="Give up (exit 1, stragglers named) after this many seconds.",
+)
+def rotate_command(binding: str | None, environment: str | None, namespace: str,
+                   new_key_stdin: bool, vault_addr: str, vault_cacert: str | None,
+                   timeout: float) -> None:  # fmt: skip
+    """Rotate a binding's key now and wait until the old version is safe to revoke.
+
+    With --new-key-stdin the key is stored in Vault with your own identity (VAULT_TOKEN),
+    e.g. `pass show captchaai/prod | captchakey rotate --environment prod --new-key-stdin`.
+    """
+    if bool(binding) == bool(environment):
+        raise click.UsageError("name exactly one of --binding or --environment")
+    from agent.operator.kube import KubeApi
+    from agent.operator.rotate import find_binding, rotate
+    from agent.vault import TokenAuth, VaultClient, VaultError
+
+    new_key = sys.stdin.read().strip() if new_key_stdin else None
+    if new_key_stdin and not new_key:
+        raise click.UsageError("--new-key-stdin: stdin was empty; pipe the new key in")
+    vault = VaultClient(vault_addr, TokenAuth(token=os.environ.get("VAULT_TOKEN")),
+                        ca_cert=vault_cacert) if new_key else None  # fmt: skip
+
+    async def run() -> bool:
+        kube = KubeApi.connect()
+        body = await find_binding(kube, namespace, binding, environment)
+        result = await rotate(kube, body, new_key=new_key, vault=vault, wait_seconds=timeout)
+        return result.ok
+
+    try:
+        ok = asyncio.run(run())
+    except (LookupError, VaultError) as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(0 if ok else 1)
 
 
 @main.command("check-webhook")

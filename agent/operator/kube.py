@@ -56,6 +56,18 @@ class KubeApi:
             raise
         return cast(dict[str, Any], body)
 
+    async def list_bindings(self, namespace: str) -> list[dict[str, Any]]:
+        listing = await asyncio.to_thread(
+            self._custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL
+        )
+        return list(cast(dict[str, Any], listing).get("items") or [])
+
+    async def patch_binding(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        await asyncio.to_thread(
+            self._custom.patch_namespaced_custom_object,
+            GROUP, VERSION, namespace, PLURAL, name, dict(patch),
+        )  # fmt: skip
+
     async def patch_binding_status(
         self, namespace: str, name: str, status: Mapping[str, Any]
     ) -> None:
