@@ -90,7 +90,8 @@ class OperatorConfig:
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> OperatorConfig:
         top = _Section(raw, "")
-        vault, auth = top.section("vault"), top.section("vault").section("auth")
+        vault = top.section("vault")
+        auth = vault.section("auth")
         kv, webhook = top.section("kv"), top.section("webhook")
         tls, inj, log = webhook.section("tls"), top.section("injection"), top.section("log")
         peering = top.section("peering")
@@ -149,7 +150,7 @@ class _Section:
         if raw is None:
             raw = {}
         if not isinstance(raw, Mapping):
-            raise ConfigError(f"{where or 'the top level'} must be a mapping")
+            raise ConfigError(f"{where.rstrip('.') or 'the top level'} must be a mapping")
         self.raw, self.where, self.read = raw, where, set[str]()
 
     def section(self, key: str) -> _Section:
