@@ -14,6 +14,8 @@ import pytest
 
 from tests.rig.openbao import OpenBaoServer
 
+pytest_plugins = ["tests.rig.fixtures"]
+
 
 @pytest.fixture(scope="session")
 def openbao() -> Iterator[OpenBaoServer]:
