@@ -76,6 +76,9 @@ def generate(
             _builder(ca_name, ca_name, ca_key.public_key(), now, CA_VALIDITY)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+            )
+            .add_extension(
                 x509.KeyUsage(False, False, False, False, False, True, True, False, False),
                 critical=True,
             )
@@ -96,6 +99,12 @@ def generate(
             x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        # RFC 5280 identifiers: strict verifiers (Python >= 3.13's default) require them.
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
