@@ -30,7 +30,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 from agent.keyfile import DEFAULT_DIR, DEFAULT_FILE_NAME, fingerprint, metadata_path, read_metadata
@@ -42,6 +53,20 @@ ENV_VAR = "CAPTCHAAI_KEY_FILE"
 ChangeCallback = Callable[[str], object]
 
 _log = logging.getLogger(__name__)
+
+# Only events that can change what the key path resolves to. Opens and reads are left
+# out on purpose: processes reading the key file in a loop would otherwise flood the
+# inotify queue, and when it overflows the kernel drops events, rotations included.
+_WATCHED_EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    FileDeletedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+    DirDeletedEvent,
+]
 
 
 class KeyUnavailableError(RuntimeError):
@@ -160,7 +185,9 @@ class KeyReader:
         try:
             observer = Observer()
             observer.daemon = True
-            observer.schedule(handler, str(self._path.parent), recursive=False)
+            observer.schedule(
+                handler, str(self._path.parent), recursive=False, event_filter=_WATCHED_EVENTS
+            )
             observer.start()
         except OSError as exc:
             _log.warning("cannot watch %s (%s); polling it instead", self._path.parent, exc)
