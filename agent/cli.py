@@ -264,7 +264,7 @@ def _run_binding_agent(options: dict[str, Any]) -> None:
     # Making it unimportable before kopf loads keeps the sidecar lean.
     sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
     from agent.sidecar import Backoff
-    from agent.sidecar.binding import AgentDefaults, run_binding_agent
+    from agent.sidecar.binding import AgentDefaults, BindingAgent, run_binding_agent
 
     namespace = options["namespace"] or _service_account_namespace()
     defaults = AgentDefaults(
@@ -277,7 +277,8 @@ def _run_binding_agent(options: dict[str, Any]) -> None:
         rotation_spread=options["rotation_spread"],
     )
     health = _health_address(options["health_addr"])
-    asyncio.run(run_binding_agent(options["binding"], namespace, defaults, health=health))
+    binding = BindingAgent(options["binding"], defaults)
+    asyncio.run(run_binding_agent(binding, namespace, health=health))
 
 
 def _service_account_namespace() -> str:

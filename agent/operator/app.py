@@ -137,8 +137,10 @@ def build_registry(
     ) -> None:
         await keeper.keep(namespace or "", name, body, stopped)
 
+    # Event handlers are async: kopf runs sync handlers in threads; the keeper's wake-up
+    # events belong to the loop.
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    def on_change(name: str, namespace: str | None, body: kopf.Body, **_: Any) -> None:
+    async def on_change(name: str, namespace: str | None, body: kopf.Body, **_: Any) -> None:
         status = body.get("status") or {}
         rotation = (body.spec.get("rotation") or {}).get("requestedAt")
         stale = body.metadata.get("generation") != status.get("observedGeneration")
@@ -146,7 +148,7 @@ def build_registry(
             keeper.wake(namespace or "", name)
 
     @kopf.on.event("pods", labels={INJECT_LABEL: "true"}, registry=registry)
-    def on_pod(type: str | None, body: kopf.Body, **_: Any) -> None:
+    async def on_pod(type: str | None, body: kopf.Body, **_: Any) -> None:
         binding = keeper.consumers.observe(type, body)
         if binding is not None:
             keeper.wake(*binding)

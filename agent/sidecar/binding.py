@@ -111,7 +111,8 @@ class BindingAgent:
     async def close(self) -> None:
         self._stop_refreshing()
         if self._task is not None:
-            await self._task
+            # kopf may already have cancelled it on shutdown: that is an ending, not an error.
+            await asyncio.gather(self._task, return_exceptions=True)
 
     def _apply(self, spec: BindingSpec) -> None:
         target = KeyTarget(self.defaults.out_dir, spec.file_name, spec.file_mode)
@@ -184,27 +185,26 @@ def build_registry(
     def is_ours(name: str, **_: Any) -> bool:
         return name == binding.name
 
+    # async: kopf runs sync handlers in a thread pool, and this one touches the event loop.
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, when=is_ours)
-    def on_binding(type: str | None, body: kopf.Body, **_: Any) -> None:
+    async def on_binding(type: str | None, body: kopf.Body, **_: Any) -> None:
         binding.on_event(type, body)
 
     return registry
 
 
 async def run_binding_agent(
-    name: str,
+    binding: BindingAgent,
     namespace: str,
-    defaults: AgentDefaults,
     *,
     health: tuple[str, int] | None = None,
     connection: kopf.ConnectionInfo | None = None,
     stop_flag: asyncio.Event | None = None,
     ready_flag: asyncio.Event | None = None,
-) -> BindingAgent:
-    """Watch binding ``name`` in ``namespace`` and keep its key file current until stopped."""
-    binding = BindingAgent(name, defaults)
+) -> None:
+    """Watch ``binding`` in ``namespace`` and keep its key file current until stopped."""
     runner = await serve_health(binding, *health) if health else None
-    _log.info("key agent watching CaptchaKeyBinding %s/%s", namespace, name)
+    _log.info("key agent watching CaptchaKeyBinding %s/%s", namespace, binding.name)
     try:
         await kopf.operator(
             registry=build_registry(binding, connection),
@@ -217,4 +217,3 @@ async def run_binding_agent(
         await binding.close()
         if runner is not None:
             await runner.cleanup()
-    return binding

@@ -1,0 +1,156 @@
+"""Building blocks for tests that run our kopf processes against the rig and OpenBao.
+
+A :class:`Workload` is one namespace + service account with a Vault role and policy on
+its own environment's path, and the two tokens a pod would have: the audience-bound one
+for Vault (written to a file, as the projected volume does) and one for the API server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kopf
+
+from agent.sidecar import Backoff
+from agent.sidecar.binding import AgentDefaults, BindingAgent, run_binding_agent
+from tests.rig.kube import API_AUDIENCE, BaoAuth, BaoRole, RealisticKubernetes
+from tests.rig.openbao import OpenBaoServer
+
+BINDINGS_PATH = "/apis/captchakeys.io/v1alpha1/namespaces/{ns}/captchakeybindings"
+
+
+async def eventually(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Wait until ``predicate()`` holds; fail the test with a clear message otherwise."""
+    try:
+        async with asyncio.timeout(seconds):
+            while not predicate():  # noqa: ASYNC110 - state owned by other tasks/threads.
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"condition not met within {seconds}s: {predicate}") from None
+
+
+@dataclass
+class Workload:
+    """A namespace, its service account, its environment and its Vault access."""
+
+    kube: RealisticKubernetes
+    openbao: OpenBaoServer
+    auth: BaoAuth
+    tmp: Path
+    namespace: str
+    service_account: str = "solver"
+    environment: str = ""
+
+    def __post_init__(self) -> None:
+        self.environment = self.environment or f"env-{uuid.uuid4().hex[:8]}"
+        self.role = f"worker-{self.environment}"
+        policy = (
+            f'path "secret/data/captchaai/{self.environment}" {{ capabilities = ["read"] }}\n'
+            f'path "secret/metadata/captchaai/{self.environment}" {{ capabilities = ["read"] }}\n'
+        )
+        self.openbao.client().sys.create_or_update_policy(self.role, policy)
+        self.auth.add_role(
+            BaoRole(self.role, [self.namespace], [self.service_account], policies=[self.role])
+        )
+        self.token_file = self.tmp / f"{self.environment}-vault-token"
+        self.token_file.write_text(
+            self.kube.issue_token(self.namespace, self.service_account, audience="vault")
+        )
+
+    @property
+    def path(self) -> str:
+        return f"captchaai/{self.environment}"
+
+    def put_key(self, value: str) -> int:
+        return self.openbao.put_key(self.path, value)
+
+    def api_token(self) -> str:
+        return self.kube.issue_token(self.namespace, self.service_account, audience=API_AUDIENCE)
+
+    def binding(self, name: str, **spec: Any) -> dict[str, Any]:
+        return {
+            "apiVersion": "captchakeys.io/v1alpha1",
+            "kind": "CaptchaKeyBinding",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": {
+                "environment": self.environment,
+                "vault": {
+                    "auth": {
+                        "method": self.auth.method,
+                        "mount": self.auth.mount,
+                        "role": self.role,
+                    }
+                },
+                **spec,
+            },
+        }
+
+    async def create_binding(self, name: str, **spec: Any) -> dict[str, Any]:
+        body = self.binding(name, **spec)
+        created: dict[str, Any] = await self.kube.call(
+            "POST", BINDINGS_PATH.format(ns=self.namespace), body
+        )
+        return created
+
+    async def patch_binding(
+        self, name: str, patch: dict[str, Any], *, status: bool = False
+    ) -> None:
+        path = f"{BINDINGS_PATH.format(ns=self.namespace)}/{name}" + ("/status" if status else "")
+        await self.kube.call("PATCH", path, patch, content_type="application/merge-patch+json")
+
+    async def get_binding(self, name: str) -> dict[str, Any]:
+        body: dict[str, Any] = await self.kube.call(
+            "GET", f"{BINDINGS_PATH.format(ns=self.namespace)}/{name}"
+        )
+        return body
+
+    async def delete_binding(self, name: str) -> None:
+        await self.kube.call("DELETE", f"{BINDINGS_PATH.format(ns=self.namespace)}/{name}")
+
+
+@contextlib.asynccontextmanager
+async def running_agent(
+    workload: Workload,
+    binding: str,
+    out_dir: Path,
+    *,
+    token: str | None = None,
+    health: tuple[str, int] | None = None,
+    spread: float = 0.05,
+) -> AsyncIterator[BindingAgent]:
+    """A binding agent as the sidecar runs it, in this event loop; stopped on exit."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    defaults = AgentDefaults(
+        vault_addr=workload.openbao.addr,
+        out_dir=out_dir,
+        token_file=workload.token_file,
+        backoff=Backoff(base=0.05, cap=0.5),
+        rotation_spread=spread,
+    )
+    connection = kopf.ConnectionInfo(
+        server=workload.kube.api_url, token=token or workload.api_token()
+    )
+    stop, ready = asyncio.Event(), asyncio.Event()
+    agent = BindingAgent(binding, defaults)
+    task = asyncio.create_task(
+        run_binding_agent(
+            agent,
+            workload.namespace,
+            health=health,
+            connection=connection,
+            stop_flag=stop,
+            ready_flag=ready,
+        )
+    )
+    try:
+        await asyncio.wait_for(ready.wait(), timeout=10)
+        yield agent
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)

@@ -1,0 +1,165 @@
+"""The in-pod key agent driven by its CaptchaKeyBinding: real kopf, the rig's API, real OpenBao.
+
+Covers:
+- start: the agent logs in with Kubernetes auth (TokenReview through the rig) and writes the key;
+- rotation: a new Vault version announced in ``status.currentVersion`` is fetched and
+  written, and an application's KeyReader callback fires;
+- pinning a version in the spec moves the file to that version, unpinning back to latest;
+- JWT auth (offline validation) as the alternative login;
+- binding deleted: the key stays, refreshes stop, a clear log line;
+- Vault token rejected by TokenReview: a clear error, the last good key stays;
+- strictly read-only: every request the agent sent is a GET (get/list/watch) on bindings
+  or discovery; never a write, never anything else.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from pathlib import Path
+
+import pytest
+
+from agent import keyfile
+from agent.reader import KeyReader
+from tests.rig.kube import BaoAuth, RealisticKubernetes
+from tests.rig.openbao import OpenBaoServer
+from tests.rig.scenario import Workload, eventually, running_agent
+
+
+@pytest.fixture
+def workload(
+    kube: RealisticKubernetes, openbao: OpenBaoServer, kube_openbao: BaoAuth, tmp_path: Path
+) -> Workload:
+    return Workload(kube, openbao, kube_openbao, tmp_path, namespace="solver-dev")
+
+
+# Discovery (which resources exist: /api, /api/v1, /apis, /apis/G, /apis/G/V) is open to
+# every authenticated identity; kopf reads it to resolve the binding resource.
+DISCOVERY = re.compile(r"^/api(/v1)?$|^/apis(/[^/]+){0,2}$")
+
+
+def held(out: Path) -> int | None:
+    meta = keyfile.read_metadata(out / "api_key")
+    return meta.version if meta else None
+
+
+async def test_agent_writes_the_key_at_start(workload: Workload, tmp_path: Path) -> None:
+    workload.put_key("first-key-000000000000000000000")
+    await workload.create_binding("captchaai")
+    out = tmp_path / "keys"
+    async with running_agent(workload, "captchaai", out) as agent:
+        await eventually(lambda: held(out) == 1)
+        assert (out / "api_key").read_text() == "first-key-000000000000000000000"
+        assert agent.ready
+
+
+async def test_rotation_announced_in_status_reaches_the_reader(
+    workload: Workload, tmp_path: Path
+) -> None:
+    workload.put_key("old-key-1111111111111111111111")
+    await workload.create_binding("captchaai")
+    out = tmp_path / "keys"
+    async with running_agent(workload, "captchaai", out):
+        await eventually(lambda: held(out) == 1)
+        rotated = threading.Event()
+        seen: list[str] = []
+        with KeyReader(out / "api_key") as reader:
+            reader.on_change(lambda key: (seen.append(key), rotated.set()))
+            version = workload.put_key("new-key-2222222222222222222222")
+            await workload.patch_binding(
+                "captchaai", {"status": {"currentVersion": version}}, status=True
+            )
+            await eventually(rotated.is_set)
+            await eventually(lambda: reader.version == 2)
+        assert seen == ["new-key-2222222222222222222222"]
+
+
+async def test_pin_and_unpin(workload: Workload, tmp_path: Path) -> None:
+    for n in range(1, 4):
+        workload.put_key(f"key-version-{n}-0000000000000000000")
+    await workload.create_binding("captchaai")
+    out = tmp_path / "keys"
+    async with running_agent(workload, "captchaai", out):
+        await eventually(lambda: held(out) == 3)
+        await workload.patch_binding("captchaai", {"spec": {"kv": {"version": 1}}})
+        await eventually(lambda: held(out) == 1)
+        assert (out / "api_key").read_text() == "key-version-1-0000000000000000000"
+        await workload.patch_binding("captchaai", {"spec": {"kv": {"version": None}}})
+        await eventually(lambda: held(out) == 3)
+
+
+async def test_jwt_auth_alternative(
+    kube: RealisticKubernetes, openbao: OpenBaoServer, kube_jwt_openbao: BaoAuth, tmp_path: Path
+) -> None:
+    workload = Workload(kube, openbao, kube_jwt_openbao, tmp_path, namespace="solver-jwt")
+    workload.put_key("jwt-key-33333333333333333333333")
+    await workload.create_binding("captchaai")
+    out = tmp_path / "keys"
+    async with running_agent(workload, "captchaai", out):
+        await eventually(lambda: held(out) == 1)
+
+
+async def test_binding_deleted_keeps_the_key(
+    workload: Workload, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    workload.put_key("kept-key-44444444444444444444444")
+    await workload.create_binding("captchaai")
+    out = tmp_path / "keys"
+    async with running_agent(workload, "captchaai", out) as agent:
+        await eventually(lambda: held(out) == 1)
+        with caplog.at_level(logging.WARNING):
+            await workload.delete_binding("captchaai")
+            await eventually(lambda: agent.problem == "BindingDeleted")
+        assert "was deleted" in caplog.text
+        assert "last good key stays" in caplog.text
+        workload.put_key("never-fetched-5555555555555555555")
+        assert (out / "api_key").read_text() == "kept-key-44444444444444444444444"
+        assert held(out) == 1
+
+
+async def test_rejected_token_keeps_the_last_good_key(
+    workload: Workload, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "keys"
+    out.mkdir()
+    keyfile.write_key(out, "api_key", "previous-key-666666666666666666",
+                      version=1, source="earlier", fetched_at="then")  # fmt: skip
+    workload.put_key("unreachable-key-7777777777777777")
+    workload.kube.revoke_token(workload.token_file.read_text())
+    await workload.create_binding("captchaai")
+    with caplog.at_level(logging.ERROR):
+        async with running_agent(workload, "captchaai", out) as agent:
+            await eventually(
+                lambda: agent.agent is not None and agent.agent.consecutive_failures >= 2
+            )
+    assert "Vault refused the kubernetes login" in caplog.text
+    assert (out / "api_key").read_text() == "previous-key-666666666666666666"
+
+
+async def test_agent_only_reads_bindings(workload: Workload, tmp_path: Path) -> None:
+    workload.put_key("read-only-key-888888888888888888")
+    await workload.create_binding("captchaai")
+    version = workload.put_key("read-only-key-999999999999999999")
+    token = workload.api_token()
+    out = tmp_path / "keys"
+    async with running_agent(workload, "captchaai", out, token=token):
+        await eventually(lambda: held(out) == 2)
+        await workload.patch_binding(
+            "captchaai", {"status": {"currentVersion": version}}, status=True
+        )
+        await workload.patch_binding("captchaai", {"spec": {"refreshIntervalSeconds": 60}})
+        await eventually(lambda: held(out) == 2)
+    sent = workload.kube.requests_by(token)
+    assert sent, "the agent sent nothing: the test would prove nothing"
+    assert any(r.watch for r in sent), "the agent never watched its binding"
+    for request in sent:
+        where = f"{request.method} {request.path}"
+        assert request.method == "GET", f"the agent wrote to the API: {where}"
+        on_bindings = request.path.startswith(
+            f"/apis/captchakeys.io/v1alpha1/namespaces/{workload.namespace}/captchakeybindings"
+        )
+        assert on_bindings or DISCOVERY.match(request.path), (
+            f"the agent read something else: {where}"
+        )
