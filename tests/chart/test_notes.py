@@ -1,0 +1,42 @@
+"""NOTES.txt (rendered by ``helm install --dry-run=client``, offline).
+
+Covers: the next steps (binding, label/annotation, RoleBinding, ``kubectl get ckb``) are
+always there; the failurePolicy Ignore and single-replica warnings appear exactly when
+those values are set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.chart.conftest import CHART, NAMESPACE, RELEASE, run_helm
+
+
+def notes(helm: Path, values: Path | None = None) -> str:
+    args = ["install", RELEASE, str(CHART), "-n", NAMESPACE, "--dry-run=client"]
+    if values is not None:
+        args += ["-f", str(values)]
+    result = run_helm(helm, *args)
+    assert result.returncode == 0, result.stderr
+    assert "NOTES:" in result.stdout
+    return result.stdout.split("NOTES:", 1)[1]
+
+
+def test_default_notes_give_next_steps_without_warnings(helm: Path) -> None:
+    text = notes(helm)
+    for step in (
+        "kind: CaptchaKeyBinding",
+        'captchakeys.io/inject: "true"',
+        "captchakeys.io/binding: captcha-dev",
+        "--clusterrole=captcha-key-agent-sidecar",
+        "kubectl get ckb",
+        "helm test captcha-key-agent",
+    ):
+        assert step in text, step
+    assert "WARNING" not in text
+
+
+def test_notes_warn_about_ignore_and_a_single_replica(helm: Path) -> None:
+    text = notes(helm, CHART / "ci" / "single-replica-ignore-values.yaml")
+    assert "WARNING: webhook.failurePolicy is Ignore" in text
+    assert "WARNING: operator.replicas is 1" in text
