@@ -38,6 +38,7 @@ import secrets
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,7 +253,9 @@ class RealisticKubernetes(kmock.KubernetesEmulator):
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
-        self.resources.load_bundled()
+        with warnings.catch_warnings():  # kmock 0.8 reads its bundle with a deprecated API
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.resources.load_bundled()
         self.resources[BINDINGS] = BINDING_INFO
         self.fallback[kmock.method.PUT] << self._serve_replace
         # Above the emulator's generic CREATE fallback, below any reaction a test adds.
