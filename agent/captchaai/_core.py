@@ -33,7 +33,7 @@ from agent.captchaai.errors import (
 from agent.captchaai.tasks import Task
 from agent.keyfile import fingerprint
 
-__all__ = ["DEFAULT_BASE_URL", "KeySource", "Post", "Reply", "Sleep", "Solve", "Timing"]
+__all__ = ["DEFAULT_BASE_URL", "Flow", "KeySource", "Post", "Reply", "Sleep", "Solve", "Timing"]
 
 DEFAULT_BASE_URL = "https://ocr.captchaai.com"
 SUBMIT, RESULT = "in.php", "res.php"
