@@ -108,6 +108,8 @@ _VERBS = {
     kmock.action.DELETE: "delete",
 }
 
+_Key = tuple[kmock.resource, str | None, str]  # how kmock's ObjectsArray files objects
+
 # (key, operator, value): operator is "=", "!=", "exists" or "!exists".
 _Requirement = tuple[str, str, str | None]
 
@@ -228,8 +230,11 @@ class RealisticKubernetes(kmock.KubernetesEmulator):
     """kmock's emulator with the API server's semantics for objects, watches and tokens.
 
     Start it with :meth:`start` (or the ``kube`` fixture) and stop it with :meth:`stop`.
-    kmock reactions still take precedence, e.g. ``kube['patch', BINDINGS] << 500`` to
-    inject a failure; ``kube.objects[...]`` shows every object's history.
+    Talk to it with :meth:`call` or any HTTP client: kmock's own client methods
+    (``kube.get(...)``) belong to the rig's event loop, not to the test's.
+    kmock reactions still take precedence over the emulation, e.g.
+    ``kube[kmock.action.UPDATE, BINDINGS] << 503`` to inject a failure;
+    ``kube.objects[BINDINGS, "dev", "name"].history`` shows every stored version.
     """
 
     _rv: int = attrs.field(default=0, init=False)
@@ -258,10 +263,11 @@ class RealisticKubernetes(kmock.KubernetesEmulator):
             self.resources.load_bundled()
         self.resources[BINDINGS] = BINDING_INFO
         self.fallback[kmock.method.PUT] << self._serve_replace
-        # Above the emulator's generic CREATE fallback, below any reaction a test adds.
-        (self**1).fallback["post /apis/authentication.k8s.io/v1/tokenreviews"] << (
-            self._serve_token_review
-        )
+        # Sub-priorities within the fallbacks: above the emulator's own CREATE (which would
+        # answer 200, and store TokenReviews), below any reaction a test adds.
+        (self**1).fallback[kmock.action.CREATE] << 201 << self._serve_create
+        tokenreviews = "post /apis/authentication.k8s.io/v1/tokenreviews"
+        (self**2).fallback[tokenreviews] << 201 << self._serve_token_review
         self.admin_token = self.issue_token("kube-system", "test-admin", audience=API_AUDIENCE)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -294,8 +300,7 @@ class RealisticKubernetes(kmock.KubernetesEmulator):
     async def _serve(self, ready: threading.Event) -> None:
         self._stopping = asyncio.Event()
         try:
-            async with self, kmock.Server(self) as server:
-                server.client.headers["Authorization"] = f"Bearer {self.admin_token}"
+            async with self, kmock.Server(self):
                 ready.set()
                 await self._stopping.wait()
                 self.crashes.extend(e for e in self.errors if not self._deliberate(e))
@@ -542,10 +547,11 @@ class RealisticKubernetes(kmock.KubernetesEmulator):
             raise _error(404, "NotFound", f"{resource.plural} is not namespaced")
         return info
 
-    def _existing(self, request: kmock.Request, verb: str) -> tuple[Any, dict[str, Any]]:
+    def _existing(self, request: kmock.Request, verb: str) -> tuple[_Key, dict[str, Any]]:
         self._info(request, verb)
-        key = (request.resource, request.namespace, request.name)
-        if request.name is None or key not in self.objects or self.objects[key].deleted:
+        assert request.resource is not None  # _info() answered 404 otherwise
+        key = (request.resource, request.namespace, request.name or "")
+        if key not in self.objects or self.objects[key].deleted:
             raise _error(404, "NotFound", f"{request.name!r} not found")
         return key, self.objects[key].raw
 
@@ -603,8 +609,9 @@ class RealisticKubernetes(kmock.KubernetesEmulator):
 
     async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
         self._info(request, "watch")
+        assert request.resource is not None  # _info() answered 404 otherwise
         scope = self._scope(request)
-        changes = self._changes.setdefault(request.resource, [])  # type: ignore[arg-type]
+        changes = self._changes.setdefault(request.resource, [])
         since = request.params.get("resourceVersion", "")
         # The snapshot and the position in the change list are taken with no await between
         # them: every change lands either in the snapshot or after the position, never both.
@@ -636,7 +643,7 @@ class RealisticKubernetes(kmock.KubernetesEmulator):
                 return
             await self._tick.wait()
 
-    async def _serve_create(self, request: kmock.Request) -> kmock.Response:
+    async def _serve_create(self, request: kmock.Request) -> dict[str, Any]:
         info = self._info(request, "create")
         assert request.resource is not None
         body = self._body(request)
@@ -675,7 +682,7 @@ class RealisticKubernetes(kmock.KubernetesEmulator):
         else:
             self.objects[key] = obj
         self._record(request, "ADDED", obj, None)
-        return kmock.Response(status=201, payload=obj)
+        return obj
 
     async def _serve_update(self, request: kmock.Request) -> dict[str, Any]:
         key, old = self._existing(request, "patch")
@@ -696,7 +703,9 @@ class RealisticKubernetes(kmock.KubernetesEmulator):
         key, old = self._existing(request, "update")
         return self._write(request, key, old, self._body(request))
 
-    def _write(self, request: kmock.Request, key: Any, old: dict[str, Any], candidate: Any) -> Any:
+    def _write(
+        self, request: kmock.Request, key: _Key, old: dict[str, Any], candidate: Any
+    ) -> dict[str, Any]:
         """Store a PATCH/PUT result by the API server's rules; return what it answers."""
         info = self.resources[key[0]]
         if not isinstance(candidate, dict) or not isinstance(candidate.get("metadata", {}), dict):
@@ -756,18 +765,15 @@ class RealisticKubernetes(kmock.KubernetesEmulator):
         self._record(request, "DELETED", gone, old)
         return gone
 
-    async def _serve_token_review(self, request: kmock.Request) -> kmock.Response:
+    async def _serve_token_review(self, request: kmock.Request) -> dict[str, Any]:
         spec = (self._body(request) or {}).get("spec") or {}
-        return kmock.Response(
-            status=201,
-            payload={
-                "apiVersion": "authentication.k8s.io/v1",
-                "kind": "TokenReview",
-                "metadata": {"creationTimestamp": None},
-                "spec": spec,
-                "status": self.review_token(spec.get("token", ""), spec.get("audiences")),
-            },
-        )
+        return {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "metadata": {"creationTimestamp": None},
+            "spec": spec,
+            "status": self.review_token(spec.get("token", ""), spec.get("audiences")),
+        }
 
 
 # -- OpenBao wired to the rig ----------------------------------------------------------

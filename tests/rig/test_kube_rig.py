@@ -30,13 +30,14 @@ from typing import Any
 
 import aiohttp
 import hvac.exceptions
+import kmock
 import kopf
 import pytest
 
-from tests.rig.kube import API_AUDIENCE, BaoAuth, BaoRole, RealisticKubernetes
+from tests.rig.kube import API_AUDIENCE, BINDINGS, BaoAuth, BaoRole, RealisticKubernetes
 
 GROUP, VERSION, PLURAL = "captchakeys.io", "v1alpha1", "captchakeybindings"
-BINDINGS = f"/apis/{GROUP}/{VERSION}/namespaces/dev/{PLURAL}"
+DEV_BINDINGS = f"/apis/{GROUP}/{VERSION}/namespaces/dev/{PLURAL}"
 PODS = "/api/v1/namespaces/dev/pods"
 MERGE = "application/merge-patch+json"
 TIMEOUT = 5.0
@@ -160,9 +161,9 @@ async def test_kopf_create_patches_finalizer_and_delete(kube: RealisticKubernete
         deleted.set()
 
     async with operator(registry, fast_settings()):
-        first = await kube.call("POST", BINDINGS, binding("b1"))
+        first = await kube.call("POST", DEV_BINDINGS, binding("b1"))
         handled = await eventually(
-            lambda: kube.call("GET", f"{BINDINGS}/b1"),
+            lambda: kube.call("GET", f"{DEV_BINDINGS}/b1"),
             lambda b: (
                 b.get("status", {}).get("phase") == "Seen" and b["metadata"].get("finalizers")
             ),
@@ -177,11 +178,11 @@ async def test_kopf_create_patches_finalizer_and_delete(kube: RealisticKubernete
             first["metadata"]["creationTimestamp"],
         )
 
-        deleting = await kube.call("DELETE", f"{BINDINGS}/b1")
+        deleting = await kube.call("DELETE", f"{DEV_BINDINGS}/b1")
         assert deleting["metadata"]["deletionTimestamp"], "a finalizer holds the object"
         async with asyncio.timeout(TIMEOUT):
             await deleted.wait()
-        await eventually(lambda: status_of(kube, f"{BINDINGS}/b1"), lambda s: s == 404, "gone")
+        await eventually(lambda: status_of(kube, f"{DEV_BINDINGS}/b1"), lambda s: s == 404, "gone")
 
     assert creations == ["b1"], "one ADDED, never replayed"
     json_patches = [
@@ -205,19 +206,24 @@ async def test_kopf_sees_spec_changes_by_generation(kube: RealisticKubernetes) -
         patch.status["observedGeneration"] = meta["generation"]
 
     async with operator(registry, fast_settings()):
-        await kube.call("POST", BINDINGS, binding("b1", path="captchaai/dev"))
-        observed = lambda g: lambda b: b.get("status", {}).get("observedGeneration") == g  # noqa: E731
-        await eventually(lambda: kube.call("GET", f"{BINDINGS}/b1"), observed(1), "gen 1")
+        await kube.call("POST", DEV_BINDINGS, binding("b1", path="captchaai/dev"))
+
+        def observed(generation: int) -> Callable[[dict[str, Any]], bool]:
+            return lambda b: b.get("status", {}).get("observedGeneration") == generation
+
+        await eventually(lambda: kube.call("GET", f"{DEV_BINDINGS}/b1"), observed(1), "gen 1")
 
         changed = await kube.call(
-            "PATCH", f"{BINDINGS}/b1", {"spec": {"path": "captchaai/prod"}}, content_type=MERGE
+            "PATCH", f"{DEV_BINDINGS}/b1", {"spec": {"path": "captchaai/prod"}}, content_type=MERGE
         )
         assert changed["metadata"]["generation"] == 2
-        final = await eventually(lambda: kube.call("GET", f"{BINDINGS}/b1"), observed(2), "gen 2")
+        final = await eventually(
+            lambda: kube.call("GET", f"{DEV_BINDINGS}/b1"), observed(2), "gen 2"
+        )
         assert final["metadata"]["generation"] == 2, "kopf's status patch did not bump it"
 
         again = await kube.call(
-            "PATCH", f"{BINDINGS}/b1", {"spec": {"path": "captchaai/prod"}}, content_type=MERGE
+            "PATCH", f"{DEV_BINDINGS}/b1", {"spec": {"path": "captchaai/prod"}}, content_type=MERGE
         )
         assert again["metadata"]["resourceVersion"] == final["metadata"]["resourceVersion"]
 
@@ -240,12 +246,12 @@ async def test_field_selector_watch_by_a_read_only_namespaced_kopf(
     async def event(name: str, type: str | None, **_: Any) -> None:
         await seen.add(name, type)
 
-    await kube.call("POST", BINDINGS, binding("other"))
+    await kube.call("POST", DEV_BINDINGS, binding("other"))
     async with operator(registry, settings, namespaces=["dev"]):
-        await kube.call("POST", BINDINGS, binding("mine"))
+        await kube.call("POST", DEV_BINDINGS, binding("mine"))
         await seen.wait_for("mine", None, "ADDED")  # listed or watched: kopf's race, not ours
-        await kube.call("PATCH", f"{BINDINGS}/other", {"spec": {"x": 1}}, content_type=MERGE)
-        await kube.call("PATCH", f"{BINDINGS}/mine", {"spec": {"x": 1}}, content_type=MERGE)
+        await kube.call("PATCH", f"{DEV_BINDINGS}/other", {"spec": {"x": 1}}, content_type=MERGE)
+        await kube.call("PATCH", f"{DEV_BINDINGS}/mine", {"spec": {"x": 1}}, content_type=MERGE)
         await seen.wait_for("mine", "MODIFIED")
 
     assert {name for name, _ in seen.events} == {"mine"}
@@ -289,67 +295,94 @@ async def test_label_selector_watch_on_pods(kube: RealisticKubernetes) -> None:
     assert "plain" not in {name for name, _ in seen.events[:entered]}, "unlabelled: unseen"
 
 
-async def watch_events(kube: RealisticKubernetes, query: str, count: int) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
+@contextlib.asynccontextmanager
+async def watching(kube: RealisticKubernetes, query: str) -> AsyncIterator[asyncio.Queue[Any]]:
+    """A raw watch on the dev bindings; its events arrive in the queue.
+
+    The rig answers a watch's headers only after it took its snapshot and its position,
+    so anything written after this is entered is an event of this watch.
+    """
+    events: asyncio.Queue[Any] = asyncio.Queue()
     headers = {"Authorization": f"Bearer {kube.admin_token}"}
     async with (
         aiohttp.ClientSession() as session,
-        session.get(f"{kube.api_url}{BINDINGS}?watch=true&{query}", headers=headers) as response,
+        session.get(
+            f"{kube.api_url}{DEV_BINDINGS}?watch=true&{query}", headers=headers
+        ) as response,
     ):
-        async with asyncio.timeout(TIMEOUT):
+
+        async def pump() -> None:
             async for line in response.content:
-                events.append(json.loads(line))
-                if len(events) == count:
-                    return events
-    return events
+                await events.put(json.loads(line))
+
+        task = asyncio.create_task(pump())
+        try:
+            yield events
+        finally:
+            task.cancel()
+
+
+async def take(events: asyncio.Queue[Any], count: int) -> list[tuple[str, str]]:
+    async with asyncio.timeout(TIMEOUT):
+        got = [await events.get() for _ in range(count)]
+    return [(e["type"], e["object"]["metadata"]["name"]) for e in got]
 
 
 async def test_watch_resumes_from_resource_version(kube: RealisticKubernetes) -> None:
-    one = await kube.call("POST", BINDINGS, binding("one"))
-    await kube.call("POST", BINDINGS, binding("two"))
-    await kube.call("PATCH", f"{BINDINGS}/one", {"spec": {"x": 1}}, content_type=MERGE)
-    listing = await kube.call("GET", BINDINGS)
+    one = await kube.call("POST", DEV_BINDINGS, binding("one"))
+    await kube.call("POST", DEV_BINDINGS, binding("two"))
+    await kube.call("PATCH", f"{DEV_BINDINGS}/one", {"spec": {"x": 1}}, content_type=MERGE)
+    listing = await kube.call("GET", DEV_BINDINGS)
     assert (listing["kind"], listing["apiVersion"]) == (
         "CaptchaKeyBindingList",
-        f"{GROUP}/v1alpha1",
+        f"{GROUP}/{VERSION}",
     )
+    assert listing["metadata"]["resourceVersion"] == "3"
 
-    since = one["metadata"]["resourceVersion"]
-    resumed = await watch_events(kube, f"resourceVersion={since}", 2)
-    assert [(e["type"], e["object"]["metadata"]["name"]) for e in resumed] == [
-        ("ADDED", "two"),
-        ("MODIFIED", "one"),
-    ]
-    assert (
-        resumed[-1]["object"]["metadata"]["resourceVersion"]
-        == listing["metadata"]["resourceVersion"]
+    async with watching(kube, f"resourceVersion={one['metadata']['resourceVersion']}") as events:
+        assert await take(events, 2) == [("ADDED", "two"), ("MODIFIED", "one")]
+        await kube.call("POST", DEV_BINDINGS, binding("three"))
+        assert await take(events, 1) == [("ADDED", "three")], "nothing repeated"
+
+    async with watching(kube, "fieldSelector=metadata.name%3Dthree") as events:
+        await kube.call("PATCH", f"{DEV_BINDINGS}/one", {"spec": {"x": 2}}, content_type=MERGE)
+        await kube.call("PATCH", f"{DEV_BINDINGS}/three", {"spec": {"x": 1}}, content_type=MERGE)
+        await kube.call("DELETE", f"{DEV_BINDINGS}/three")
+        assert await take(events, 3) == [
+            ("ADDED", "three"),  # the snapshot: no resourceVersion given
+            ("MODIFIED", "three"),
+            ("DELETED", "three"),
+        ]
+
+
+async def test_reactions_inject_faults_over_the_emulation(kube: RealisticKubernetes) -> None:
+    """kmock's reactions still win over the rig's fallbacks: failures can be injected."""
+    await kube.call("POST", DEV_BINDINGS, binding("b1"))
+    kube[kmock.action.UPDATE, BINDINGS] << 503
+    with pytest.raises(aiohttp.ClientResponseError) as error:
+        await kube.call("PATCH", f"{DEV_BINDINGS}/b1", {"spec": {"x": 1}}, content_type=MERGE)
+    assert error.value.status == 503
+    assert "x" not in (await kube.call("GET", f"{DEV_BINDINGS}/b1"))["spec"]
+
+
+async def test_api_answers_are_the_real_ones(kube: RealisticKubernetes) -> None:
+    headers = {"Authorization": f"Bearer {kube.admin_token}"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(kube.api_url + DEV_BINDINGS, json=binding("b0"), headers=headers) as response,
+    ):
+        assert response.status == 201
+    created = await kube.call(
+        "POST", DEV_BINDINGS, {"metadata": {"generateName": "b-"}, "spec": {}}
     )
-
-    watcher = asyncio.create_task(watch_events(kube, "fieldSelector=metadata.name%3Dthree", 2))
-
-    async def watches() -> int:
-        return sum(r.watch for r in kube.api_requests())
-
-    await eventually(watches, lambda n: n == 2, "the second watch to be connected")
-    await kube.call("POST", BINDINGS, binding("three"))
-    await kube.call("DELETE", f"{BINDINGS}/three")
-    events = await watcher
-    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
-        ("ADDED", "three"),
-        ("DELETED", "three"),
-    ]
-
-
-async def test_api_errors_are_the_real_ones(kube: RealisticKubernetes) -> None:
-    created = await kube.call("POST", BINDINGS, {"metadata": {"generateName": "b-"}, "spec": {}})
-    path = f"{BINDINGS}/{created['metadata']['name']}"
+    path = f"{DEV_BINDINGS}/{created['metadata']['name']}"
     stale = {"metadata": {"resourceVersion": "0"}, "spec": {"x": 1}}
     failed_test = [{"op": "test", "path": "/metadata/resourceVersion", "value": "0"}]
     cases = [
-        (kube.call("POST", BINDINGS, binding(created["metadata"]["name"])), 409),
+        (kube.call("POST", DEV_BINDINGS, binding(created["metadata"]["name"])), 409),
         (kube.call("PATCH", path, stale, content_type=MERGE), 409),
         (kube.call("PATCH", path, failed_test, content_type="application/json-patch+json"), 422),
-        (kube.call("GET", f"{BINDINGS}?labelSelector=env+in+(a,b)"), 400),
+        (kube.call("GET", f"{DEV_BINDINGS}?labelSelector=env+in+(a,b)"), 400),
         (kube.call("GET", "/api", token="not-a-token"), 401),
         (kube.call("GET", "/api", token=kube.issue_token("dev", "app")), 401),  # aud "vault"
     ]
