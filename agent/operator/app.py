@@ -104,7 +104,7 @@ def build_registry(
             return connection
         return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
-    @kopf.on.mutate("pods", id="mutate-pods", operation="CREATE", registry=registry)
+    @kopf.on.mutate("pods", id="mutate-pods", operations={"CREATE"}, registry=registry)
     async def inject(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         if cluster.get("version", MIN_KUBERNETES) < MIN_KUBERNETES:
             major, minor = cluster["version"]

@@ -109,7 +109,12 @@ class KubeApi:
         await asyncio.to_thread(self._core.patch_namespaced_secret, name, namespace, patch)
 
     async def set_ca_bundle(self, mutating: str, validating: str, ca_pem: bytes) -> None:
-        """Write the CA into every webhook of both configurations."""
+        """Write the CA into every webhook of both configurations, and nothing else.
+
+        A JSON patch (a list body makes the client send ``application/json-patch+json``)
+        with a ``test`` of each webhook's name: exact on any API server, and it fails
+        rather than writing into the wrong webhook if the list changed meanwhile.
+        """
         bundle = base64.b64encode(ca_pem).decode()
         for read, patch, name in (
             (self._admission.read_mutating_webhook_configuration,
@@ -118,9 +123,10 @@ class KubeApi:
              self._admission.patch_validating_webhook_configuration, validating),
         ):  # fmt: skip
             current = await asyncio.to_thread(read, name)
-            webhooks = [
-                {"name": hook.name, "clientConfig": {"caBundle": bundle}}
-                for hook in getattr(current, "webhooks", None) or []
-            ]
-            # A strategic merge on the webhooks list, keyed by name: only caBundle changes.
-            await asyncio.to_thread(patch, name, {"webhooks": webhooks})
+            ops: list[dict[str, str]] = []
+            for index, hook in enumerate(getattr(current, "webhooks", None) or []):
+                ops.append({"op": "test", "path": f"/webhooks/{index}/name", "value": hook.name})
+                ops.append({"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle",
+                            "value": bundle})  # fmt: skip
+            if ops:
+                await asyncio.to_thread(patch, name, ops)
