@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import datetime
 import json
@@ -40,7 +41,7 @@ import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -496,15 +497,14 @@ class RealisticKubernetes(kmock.KubernetesEmulator):
             aiohttp.ClientSession() as session,
             session.request(method, self.api_url + path, data=data, headers=headers) as response,
         ):
-            payload = await response.json()
+            text = await response.text()
             if response.status >= 400:
+                with contextlib.suppress(ValueError, AttributeError):
+                    text = json.loads(text).get("message", text)
                 raise aiohttp.ClientResponseError(
-                    response.request_info,
-                    (),
-                    status=response.status,
-                    message=payload.get("message", ""),
+                    response.request_info, (), status=response.status, message=text
                 )
-            return payload
+            return json.loads(text)
 
     # -- serving ---------------------------------------------------------------------
 
@@ -794,7 +794,6 @@ class BaoRole:
     policies: Sequence[str] = ()
     ttl: str = "1h"
     audience: str | None = "vault"
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -817,7 +816,6 @@ class BaoAuth:
                 ttl=role.ttl,
                 audience=role.audience,
                 mount_point=self.mount,
-                **role.extra,
             )
             return
         bound_claims = {
@@ -838,7 +836,6 @@ class BaoAuth:
             token_policies=list(role.policies),
             token_ttl=role.ttl,
             path=self.mount,
-            **role.extra,
         )
 
     def login(self, role: str, jwt: str) -> hvac.Client:
