@@ -17,7 +17,7 @@ RUN python -m venv /opt/venv
 COPY pyproject.toml README.md ./
 COPY agent/ ./agent/
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
-    && /opt/venv/bin/pip install --no-cache-dir "$(find /wheels -name 'captcha_key_agent-*.whl')[operator]" \
+    && /opt/venv/bin/pip install --no-cache-dir "$(find /wheels -name 'captcha_key_agent-*.whl')[operator,client]" \
     && /opt/venv/bin/pip uninstall --yes pip setuptools wheel \
     && find /opt/venv -depth -name '__pycache__' -type d -exec rm -rf {} +
 

@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit bench clean
+.PHONY: demo test lint unit node-test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,16 +18,22 @@ demo: $(STAMP)
 	$(BIN)/captchakey demo
 
 ## test: the whole suite (lint, type check, layer contracts, pytest)
-test: lint unit
+test: lint unit node-test
 
 lint: $(STAMP)
-	$(BIN)/ruff check agent tests
-	$(BIN)/ruff format --check agent tests
+	$(BIN)/ruff check agent tests scripts
+	$(BIN)/ruff format --check agent tests scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 unit: $(STAMP)
 	$(BIN)/pytest
+
+## node-test: the Node.js reader's tests (node >= 18 is required, never skipped)
+node-test:
+	@command -v node >/dev/null || { echo "node >= 18 is required for readers/node tests" >&2; exit 1; }
+	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 18 ? 0 : 1)' || { echo "node >= 18 required, found $$(node --version)" >&2; exit 1; }
+	cd readers/node && node --test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
