@@ -6,6 +6,7 @@ ignored: a typo in a values file should fail the rollout, not silently do nothin
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,9 @@ class InjectionConfig:
     token_expiration_seconds: int = 3600
     log_level: str = "info"
     log_format: str = "json"
+    # A ConfigMap (key ``ca.crt``) in each workload namespace that the agent trusts for
+    # Vault's TLS; ``None``: the image's public CAs only.
+    vault_ca_config_map: str | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,9 @@ class OperatorConfig:
                 token_expiration_seconds=inj.get("tokenExpirationSeconds", int, 3600, minimum=600),
                 log_level=inj.get("logLevel", str, "info"),
                 log_format=inj.get("logFormat", str, "json", choices=("json", "text")),
+                vault_ca_config_map=_object_name(
+                    inj.get("vaultCaConfigMap", str, ""), "injection.vaultCaConfigMap"
+                ),
             ),
             log_level=log.get("level", str, "info", choices=("debug", "info", "warning", "error")),
             log_format=log.get("format", str, "json", choices=("json", "text")),
@@ -141,6 +148,18 @@ class OperatorConfig:
         for section in (top, vault, auth, kv, webhook, tls, inj, log, peering):
             section.refuse_unknown()
         return config
+
+
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def _object_name(value: str, where: str) -> str | None:
+    """A Kubernetes object name (DNS subdomain), or ``None`` for ""."""
+    if not value:
+        return None
+    if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
+        raise ConfigError(f"{where} must be a Kubernetes object name, not {value!r}")
+    return value
 
 
 class _Section:

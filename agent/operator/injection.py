@@ -9,7 +9,8 @@ The key agent becomes a *native sidecar* (an init container with ``restartPolicy
 Always``, Kubernetes ≥ 1.29): it starts before the application, its startup probe
 holds the application back until the key file exists, and it does not keep a Job
 from completing. It alone mounts the two projected tokens (one audience-bound for
-Vault, one for the API server); the application only gets the key volume, read-only.
+Vault, one for the API server), and the Vault CA ConfigMap when one is configured; the
+application only gets the key volume, read-only.
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ AGENT_PORT = 8099
 KEY_VOLUME = "captchaai-key"
 VAULT_TOKEN_VOLUME = "captchaai-vault-token"
 KUBE_API_VOLUME = "captchaai-kube-api"
+VAULT_CA_VOLUME = "captchaai-vault-ca"
 VAULT_TOKEN_DIR = "/var/run/secrets/captchakeys/vault"
 KUBE_API_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+VAULT_CA_DIR = "/etc/captchakeys/vault-ca"
 AGENT_UID = 65532
 
 # Mounting the key over these would break the container or hide what it needs.
@@ -145,7 +148,7 @@ def _mount_path(path: str) -> str:
 def _refuse_clashes(
     spec: Mapping[str, Any], containers: Sequence[Mapping[str, Any]], targets: set[str], path: str
 ) -> None:
-    ours = {KEY_VOLUME, VAULT_TOKEN_VOLUME, KUBE_API_VOLUME}
+    ours = {KEY_VOLUME, VAULT_TOKEN_VOLUME, KUBE_API_VOLUME, VAULT_CA_VOLUME}
     clash = sorted(ours & {str(v.get("name")) for v in spec.get("volumes") or []})
     if clash:
         raise InjectionError(
@@ -187,40 +190,42 @@ def _agent_container(
             "timeoutSeconds": 2,
         }
 
+    env: list[dict[str, Any]] = [
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "VAULT_ADDR", "value": vault_addr},
+        {"name": "CAPTCHAKEY_OUT_DIR", "value": config.mount_path},
+        {"name": "CAPTCHAKEY_TOKEN_FILE", "value": f"{VAULT_TOKEN_DIR}/token"},
+        {"name": "CAPTCHAKEY_HEALTH_ADDR", "value": f"0.0.0.0:{AGENT_PORT}"},
+        {"name": "CAPTCHAKEY_LOG_LEVEL", "value": config.log_level},
+        {"name": "CAPTCHAKEY_LOG_FORMAT", "value": config.log_format},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": KEY_VOLUME, "mountPath": config.mount_path},
+        {"name": VAULT_TOKEN_VOLUME, "mountPath": VAULT_TOKEN_DIR, "readOnly": True},
+        {"name": KUBE_API_VOLUME, "mountPath": KUBE_API_DIR, "readOnly": True},
+    ]
+    if config.vault_ca_config_map:
+        env.append({"name": "VAULT_CACERT", "value": f"{VAULT_CA_DIR}/ca.crt"})
+        mounts.append({"name": VAULT_CA_VOLUME, "mountPath": VAULT_CA_DIR, "readOnly": True})
     return {
         "name": AGENT_CONTAINER,
         "image": config.image,
         "imagePullPolicy": config.image_pull_policy,
         "restartPolicy": "Always",
         "args": ["agent", "--binding", binding],
-        "env": [
-            {
-                "name": "POD_NAMESPACE",
-                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
-            },
-            {"name": "VAULT_ADDR", "value": vault_addr},
-            {"name": "CAPTCHAKEY_OUT_DIR", "value": config.mount_path},
-            {"name": "CAPTCHAKEY_TOKEN_FILE", "value": f"{VAULT_TOKEN_DIR}/token"},
-            {"name": "CAPTCHAKEY_HEALTH_ADDR", "value": f"0.0.0.0:{AGENT_PORT}"},
-            {"name": "CAPTCHAKEY_LOG_LEVEL", "value": config.log_level},
-            {"name": "CAPTCHAKEY_LOG_FORMAT", "value": config.log_format},
-        ],
+        "env": env,
         "ports": [{"name": "ckb-agent", "containerPort": AGENT_PORT, "protocol": "TCP"}],
         "startupProbe": probe("/readyz", 1, 300),
         "readinessProbe": probe("/readyz", 10, 3),
         "livenessProbe": probe("/healthz", 20, 3),
         "resources": dict(config.resources),
         "securityContext": security,
-        "volumeMounts": [
-            {"name": KEY_VOLUME, "mountPath": config.mount_path},
-            {"name": VAULT_TOKEN_VOLUME, "mountPath": VAULT_TOKEN_DIR, "readOnly": True},
-            {"name": KUBE_API_VOLUME, "mountPath": KUBE_API_DIR, "readOnly": True},
-        ],
+        "volumeMounts": mounts,
     }
 
 
 def _volumes(config: InjectionConfig, audience: str) -> list[dict[str, Any]]:
-    return [
+    volumes: list[dict[str, Any]] = [
         {"name": KEY_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
         {
             "name": VAULT_TOKEN_VOLUME,
@@ -261,3 +266,14 @@ def _volumes(config: InjectionConfig, audience: str) -> list[dict[str, Any]]:
             },
         },
     ]
+    if config.vault_ca_config_map:
+        volumes.append(
+            {
+                "name": VAULT_CA_VOLUME,
+                "configMap": {
+                    "name": config.vault_ca_config_map,
+                    "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                },
+            }
+        )
+    return volumes

@@ -241,3 +241,36 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_invalid_yaml(tmp_path: Path) -> None:
     message = refused(tmp_path, "vault:\n  address: [unclosed\n")
     assert "is not valid YAML" in message
+
+
+# --- injection.vaultCaConfigMap (the agent's trust in a private Vault CA) -----------------
+
+
+@pytest.mark.parametrize("text", ["", "injection: {}\n", 'injection:\n  vaultCaConfigMap: ""\n'])
+def test_vault_ca_config_map_defaults_to_none(tmp_path: Path, text: str) -> None:
+    assert OperatorConfig.load(write(tmp_path, text)).injection.vault_ca_config_map is None
+
+
+@pytest.mark.parametrize("name", ["vault-ca", "vault-ca.example.io", "ca1"])
+def test_vault_ca_config_map_is_read(tmp_path: Path, name: str) -> None:
+    config = OperatorConfig.load(write(tmp_path, f"injection:\n  vaultCaConfigMap: {name}\n"))
+    assert config.injection.vault_ca_config_map == name
+
+
+@pytest.mark.parametrize("value", ["Vault-CA", "vault_ca", "-vault", "a/b", "x" * 254])
+def test_vault_ca_config_map_must_be_an_object_name(tmp_path: Path, value: str) -> None:
+    message = refused(tmp_path, f"injection:\n  vaultCaConfigMap: {value!r}\n")
+    assert "injection.vaultCaConfigMap must be a Kubernetes object name" in message
+
+
+def test_vault_ca_config_map_must_be_a_string(tmp_path: Path) -> None:
+    message = refused(tmp_path, "injection:\n  vaultCaConfigMap: [vault-ca]\n")
+    assert "injection.vaultCaConfigMap must be a str" in message
+
+
+# --- peering --------------------------------------------------------------------------
+
+
+def test_empty_peering_name_means_standalone(tmp_path: Path) -> None:
+    assert OperatorConfig.load(write(tmp_path, 'peering:\n  name: ""\n')).peering_name is None
+    assert OperatorConfig.load(write(tmp_path, "")).peering_name == "captcha-key-agent"

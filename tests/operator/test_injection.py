@@ -24,6 +24,7 @@ Aspects covered:
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import kubernetes_validate
@@ -400,3 +401,52 @@ def test_non_target_container_may_use_the_mount_path() -> None:
         {"name": "other", "mountPath": "/var/run/captchaai"}
     ]
     assert_valid_pod(inject(pod))
+
+
+# --- a private Vault CA (injection.vaultCaConfigMap) -----------------------------------
+
+CA_CONFIG = dataclasses.replace(CONFIG, vault_ca_config_map="vault-ca")
+
+
+def inject_with(config: InjectionConfig, pod: dict[str, Any]) -> dict[str, Any]:
+    plan = plan_injection(pod, make_binding(), config, vault_addr=VAULT_ADDR)
+    assert plan is not None
+    result = copy.deepcopy(pod)
+    result["spec"].update(plan)
+    return result
+
+
+def test_vault_ca_config_map_is_mounted_into_the_agent_only() -> None:
+    pod = inject_with(CA_CONFIG, make_pod("app", "worker"))
+    assert volume(pod, "captchaai-vault-ca") == {
+        "name": "captchaai-vault-ca",
+        "configMap": {"name": "vault-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]},
+    }
+    agent = agent_of(pod)
+    (mount,) = [m for m in agent["volumeMounts"] if m["name"] == "captchaai-vault-ca"]
+    assert mount == {
+        "name": "captchaai-vault-ca",
+        "mountPath": "/etc/captchakeys/vault-ca",
+        "readOnly": True,
+    }
+    assert env_of(agent)["VAULT_CACERT"] == "/etc/captchakeys/vault-ca/ca.crt"
+    for c in pod["spec"]["containers"]:
+        assert {m["name"] for m in c.get("volumeMounts", [])} == {"captchaai-key"}, c["name"]
+        assert "VAULT_CACERT" not in env_of(c), c["name"]
+    assert_valid_pod(pod)
+
+
+def test_without_a_vault_ca_config_map_nothing_ca_related_is_injected() -> None:
+    pod = inject(make_pod("app"))
+    assert "captchaai-vault-ca" not in {v["name"] for v in pod["spec"]["volumes"]}
+    assert "captchaai-vault-ca" not in {m["name"] for m in agent_of(pod)["volumeMounts"]}
+    assert "VAULT_CACERT" not in env_of(agent_of(pod))
+
+
+@pytest.mark.parametrize("config", [CONFIG, CA_CONFIG], ids=["without-ca", "with-ca"])
+def test_vault_ca_volume_name_clash(config: InjectionConfig) -> None:
+    pod = make_pod("app", volumes=[{"name": "captchaai-vault-ca", "emptyDir": {}}])
+    with pytest.raises(InjectionError) as info:
+        plan_injection(pod, make_binding(), config, vault_addr=VAULT_ADDR)
+    assert "captchaai-vault-ca" in str(info.value)
+    assert "rename" in str(info.value)
