@@ -243,13 +243,24 @@ class VaultClient:
             )
 
     def _renew(self) -> bool:
+        def renew_self() -> Mapping[str, Any] | None:
+            try:
+                response: Mapping[str, Any] = self._hvac.auth.token.renew_self()
+            except hvac.exceptions.InternalServerError as exc:
+                # Near its max TTL Vault refuses a renewal with a 500 ("past the max TTL,
+                # cannot renew"): not an outage, and a fresh login is the cure.
+                if "max TTL" in str(exc):
+                    return None
+                raise
+            return response
+
         try:
-            response = self._translate(
-                self._hvac.auth.token.renew_self, "auth/token/renew-self", "update"
-            )
+            response = self._translate(renew_self, "auth/token/renew-self", "update")
         except VaultUnavailableError:
             raise
         except VaultError:
+            return False
+        if response is None:
             return False
         auth = response["auth"]
         new_ttl = float(auth.get("lease_duration") or 0)
