@@ -150,9 +150,12 @@ class TokenAuth:
             )
         client.token = token
         data = client.auth.token.lookup_self()["data"]
+        ttl = int(data.get("ttl") or 0)
+        if not ttl and data.get("expire_time"):
+            ttl = 1  # under a second left (the TTL is rounded down): not a token without expiry.
         return {
             "client_token": token,
-            "lease_duration": int(data.get("ttl") or 0),
+            "lease_duration": ttl,
             "renewable": bool(data.get("renewable")),
         }
 
