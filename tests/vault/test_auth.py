@@ -269,14 +269,15 @@ def test_service_account_auth_reads_its_token_file_afresh(
 
     # A token the role does not accept (another service account) now sits in the file:
     # the next login reads it, and is refused with a message that says what to check.
-    token_file.write_text(kube.issue_token("solver-dev", "intruder"))
+    intruder = kube.issue_token("solver-dev", "intruder")
+    token_file.write_text(intruder)
     bao_auth.openbao.client().sys.revoke_prefix(f"auth/{bao_auth.mount}/login")
     with pytest.raises(AuthenticationError) as info:
         client.read_key(SecretRef(dev))
     message = str(info.value)
     assert "'solver'" in message
     assert f"auth/{bao_auth.mount}" in message
-    assert "intruder" not in message or "eyJ" not in message
+    assert intruder not in message
 
 
 def test_kubernetes_auth_refuses_a_revoked_token(
