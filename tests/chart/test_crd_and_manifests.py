@@ -6,6 +6,9 @@ Covers:
   resource-policy: keep`` by default;
 - manifests/install.yaml is what ``make manifests`` renders now (fails with "run make
   manifests" on drift), and kustomization.yaml lists the Namespace, the CRD and it;
+- kopf's ClusterKopfPeering CRD: the chart ships manifests/crds/' copy in ``crds/``
+  (installed by Helm before the templates, so the rendered ClusterKopfPeering can be
+  created in the same install), with kopf's names and a preserve-unknown-fields schema;
 - the CRD's names, printer columns, status subresource, and that every schema property
   has a description;
 - the example binding validates against the CRD's schema (jsonschema) with the CRD's
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ from tests.chart.conftest import CHART, ROOT, Render, load_script, one
 
 CRD_FILE = ROOT / "manifests" / "crds" / "captchakeys.io_captchakeybindings.yaml"
 CHART_CRD_FILE = CHART / "files" / "crds" / CRD_FILE.name
+PEERING_CRD_FILE = ROOT / "manifests" / "crds" / "kopf.dev_clusterkopfpeerings.yaml"
 
 
 def crd() -> dict[str, Any]:
@@ -73,6 +78,7 @@ def test_kustomization_lists_everything() -> None:
     assert resources == [
         "namespace.yaml",
         "crds/captchakeys.io_captchakeybindings.yaml",
+        "crds/kopf.dev_clusterkopfpeerings.yaml",
         "install.yaml",
     ]
     for resource in resources:
@@ -216,3 +222,33 @@ def test_crd_patterns_are_re2_compatible() -> None:
         for lookaround in ("(?=", "(?!", "(?<"):
             assert lookaround not in pattern, pattern
         assert not re.search(r"\\[1-9]", pattern), pattern
+
+
+def test_kopf_peering_crd_is_shipped_in_crds_unchanged(helm: Path) -> None:
+    shipped = CHART / "crds" / PEERING_CRD_FILE.name
+    assert shipped.read_bytes() == PEERING_CRD_FILE.read_bytes(), (
+        f"{shipped.relative_to(ROOT)} differs from {PEERING_CRD_FILE.relative_to(ROOT)}"
+    )
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == [PEERING_CRD_FILE.name]
+    doc = yaml.safe_load(PEERING_CRD_FILE.read_text())
+    assert doc["metadata"]["name"] == "clusterkopfpeerings.kopf.dev"
+    spec = doc["spec"]
+    assert (spec["group"], spec["scope"]) == ("kopf.dev", "Cluster")
+    assert (spec["names"]["kind"], spec["names"]["plural"]) == (
+        "ClusterKopfPeering",
+        "clusterkopfpeerings",
+    )
+    (version,) = spec["versions"]
+    assert (version["name"], version["served"], version["storage"]) == ("v1", True, True)
+    schema = version["schema"]["openAPIV3Schema"]
+    assert schema["type"] == "object"
+    assert schema["x-kubernetes-preserve-unknown-fields"] is True
+    assert schema["properties"]["status"] == {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+    args = ["template", "r", str(CHART), "--include-crds"]
+    result = subprocess.run([str(helm), *args], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    names = [d["metadata"]["name"] for d in yaml.safe_load_all(result.stdout) if d]
+    assert names.index("clusterkopfpeerings.kopf.dev") < names.index("r-captcha-key-agent")

@@ -5,7 +5,8 @@ Covers, for the default values and every file in ``charts/captcha-key-agent/ci/`
 - ``helm template`` renders, and every rendered object (the CRD included, the test hook
   pod included) validates strictly against the Kubernetes 1.29 and 1.37 schemas with
   ``kubernetes-validate``; only custom resources of other projects (cert-manager,
-  Prometheus Operator) are left out, and those are listed explicitly;
+  Prometheus Operator, kopf) are left out, and those are listed explicitly; the CRDs in
+  the chart's ``crds/`` (not rendered by ``helm template``) are validated as files;
 - there are several non-default values files, so the matrix is real.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import kubernetes_validate
 import pytest
+import yaml
 
 from tests.chart.conftest import CHART, CI_VALUES, Render, run_helm, values_id
 
@@ -24,6 +26,7 @@ FOREIGN_KINDS = {
     ("cert-manager.io/v1", "Issuer"),
     ("cert-manager.io/v1", "Certificate"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("kopf.dev/v1", "ClusterKopfPeering"),  # kopf's; its CRD is validated below
 }
 
 
@@ -66,3 +69,16 @@ def test_every_name_fits_a_dns_label(render: Render) -> None:
         if doc["kind"] != "CustomResourceDefinition" and "." not in name:
             assert len(name) <= 63, name
             assert not name.endswith("-"), name
+
+
+@pytest.mark.parametrize("kube_version", ["1.29", "1.37"])
+def test_shipped_crds_are_valid_kubernetes(kube_version: str) -> None:
+    """crds/ is not in ``helm template``'s output: validate its files directly."""
+    files = sorted((CHART / "crds").glob("*.yaml"))
+    assert files
+    for path in files:
+        for doc in yaml.safe_load_all(path.read_text()):
+            try:
+                kubernetes_validate.validate(doc, kube_version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"{path.name} invalid: {exc}")

@@ -4,10 +4,14 @@ Covers:
 - no wildcard verb, resource or API group anywhere, in any values file;
 - the sidecar ClusterRole ``<fullname>-sidecar`` is get/list/watch on captchakeybindings
   and nothing else; RoleBindings from ``sidecar.rbac.bindings`` bind it per namespace;
-- the operator has exactly the contract's rules; webhook configurations, the lease and the
-  TLS Secret are limited by resourceNames wherever Kubernetes allows it;
-- in cert-manager mode the operator has no access to Secrets nor webhook configurations;
-- namespaced permissions (leases, secrets) are a Role in the release namespace only.
+- the operator has exactly the contract's rules; webhook configurations, the kopf
+  peering object and the TLS Secret are limited by resourceNames wherever Kubernetes
+  allows it; no Lease access (peering is kopf's, not a coordination.k8s.io Lease);
+- kopf peering (cluster-scoped ClusterKopfPeering, the operator is cluster-wide): list/
+  watch, and get/patch on ``<fullname>`` only; none of it when peering is off;
+- in cert-manager mode the operator has no access to Secrets nor webhook configurations
+  (and no Role at all);
+- namespaced permissions (the TLS Secret) are a Role in the release namespace only.
 """
 
 from __future__ import annotations
@@ -87,6 +91,8 @@ def test_operator_cluster_role_self_signed(render: Render) -> None:
             ("events.k8s.io", "events", ("create", "patch"), ()),
             ("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch"), ()),
             ("", "namespaces", ("list", "watch"), ()),
+            ("kopf.dev", "clusterkopfpeerings", ("list", "watch"), ()),
+            ("kopf.dev", "clusterkopfpeerings", ("get", "patch"), ("captcha-key-agent",)),
             ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", ("get", "patch"),
              webhook_names),
             ("admissionregistration.k8s.io", "validatingwebhookconfigurations", ("get", "patch"),
@@ -101,8 +107,6 @@ def test_operator_namespaced_role_self_signed(render: Render) -> None:
     assert role["metadata"]["namespace"] == NAMESPACE
     assert rules_of(role) == sorted(
         [
-            ("coordination.k8s.io", "leases", ("create",), ()),
-            ("coordination.k8s.io", "leases", ("get", "update"), ("captcha-key-agent-operator",)),
             ("", "secrets", ("create",), ()),
             ("", "secrets", ("get", "update"), ("captcha-key-agent-webhook-tls",)),
         ]
@@ -119,11 +123,12 @@ def test_operator_namespaced_role_self_signed(render: Render) -> None:
 def test_cert_manager_mode_has_no_secret_or_webhook_access(render: Render, values: str) -> None:
     docs = render(CHART / "ci" / values)
     operator_rules = rules_of(one(docs, "ClusterRole", "captcha-key-agent-operator"))
-    operator_rules += rules_of(one(docs, "Role", "captcha-key-agent-operator"))
+    assert not find(docs, "Role", "captcha-key-agent-operator")
+    assert not find(docs, "RoleBinding", "captcha-key-agent-operator")
     resources = {resource for _, resource, _, _ in operator_rules}
     assert "secrets" not in resources
     assert not {r for r in resources if "webhookconfigurations" in r}
-    assert ("coordination.k8s.io", "leases", ("create",), ()) in operator_rules
+    assert ("kopf.dev", "clusterkopfpeerings", ("list", "watch"), ()) in operator_rules
 
 
 def test_no_role_grants_secrets_beyond_the_operator(render: Render) -> None:
@@ -143,3 +148,22 @@ def test_aggregated_roles(render: Render) -> None:
     docs = render(CHART / "ci" / "networkpolicy-servicemonitor-values.yaml")
     edit = one(docs, "ClusterRole", "captcha-key-agent-edit")
     assert "rbac.authorization.k8s.io/aggregate-to-view" not in edit["metadata"]["labels"]
+
+
+@pytest.mark.parametrize("values", [None, *CI_VALUES], ids=values_id)
+def test_no_lease_access_and_peering_rules_only_with_peering(
+    render: Render, values: Path | None
+) -> None:
+    docs = render(values)
+    rules = [r for d in docs if d["kind"] in RBAC_KINDS for r in rules_of(d)]
+    assert not [r for r in rules if r[0] == "coordination.k8s.io"]
+    peering = [r for r in rules if r[0] == "kopf.dev"]
+    peerings = [d for d in docs if d["kind"] == "ClusterKopfPeering"]
+    if peerings:
+        (name,) = [p["metadata"]["name"] for p in peerings]
+        assert sorted(peering) == [
+            ("kopf.dev", "clusterkopfpeerings", ("get", "patch"), (name,)),
+            ("kopf.dev", "clusterkopfpeerings", ("list", "watch"), ()),
+        ]
+    else:
+        assert not peering

@@ -40,6 +40,8 @@ BAD_VALUES = [
     ("crds.install=yes", "install"),
     ("vault.caCert.secretName=a,vault.caCert.configMapName=b", "caCert"),
     ("sidecar.rbac.bindings[0].namespace=ns", "serviceAccount"),
+    ("sidecar.vaultCaConfigMap=Vault_CA", "vaultCaConfigMap"),
+    ("operator.leaderElection.enabled=true", "leaderElection"),
 ]
 
 
@@ -53,7 +55,8 @@ def test_bad_values_are_rejected(helm: Path, bad: str, mentions: str) -> None:
 
 def test_good_overrides_are_accepted(helm: Path) -> None:
     sets = (
-        "operator.replicas=1,operator.leaderElection.enabled=false",
+        "operator.replicas=1,operator.peering.enabled=false",
+        "sidecar.vaultCaConfigMap=vault-ca.example.io",
         "webhook.failurePolicy=Ignore",
         "operator.podDisruptionBudget.maxUnavailable=50%",
         "sidecar.rbac.bindings[0].namespace=ns,sidecar.rbac.bindings[0].serviceAccount=sa",

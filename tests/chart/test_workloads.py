@@ -9,9 +9,14 @@ Covers:
   ``vault`` at the contract's tokenFile path;
 - replicas, anti-affinity, PodDisruptionBudget, POD_NAMESPACE/POD_NAME, contract ports
   and probe paths;
-- the ConfigMap's config.yaml has exactly the contract's keys and names; a config change
-  changes the pod template's checksum (pods roll);
-- replicas > 1 without leader election is refused.
+- the ConfigMap's config.yaml has exactly the contract's keys and names, and the
+  operator's own parser (``OperatorConfig.from_mapping``, which refuses unknown keys)
+  accepts it for every values file; a config change changes the pod template's checksum
+  (pods roll);
+- kopf peering: ``peering.name`` is ``<fullname>`` and a ClusterKopfPeering of that name
+  is rendered, or ``""`` (standalone) and none without peering; replicas > 1 without
+  peering is refused;
+- ``sidecar.vaultCaConfigMap`` reaches ``injection.vaultCaConfigMap``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
+from agent.operator.config import OperatorConfig
 from tests.chart.conftest import (
     CHART,
     CI_VALUES,
@@ -50,9 +56,8 @@ kv:
   pathPrefix: captchaai
 environments: [dev, staging, prod]
 statusPollSeconds: 30
-leaderElection:
-  enabled: true
-  leaseName: captcha-key-agent-operator
+peering:
+  name: captcha-key-agent
 webhook:
   port: 8443
   serviceName: captcha-key-agent-webhook
@@ -72,6 +77,7 @@ injection:
   tokenExpirationSeconds: 3600
   logLevel: info
   logFormat: json
+  vaultCaConfigMap: ""
 log:
   level: info
   format: json
@@ -239,10 +245,46 @@ def test_config_change_rolls_the_pods(render: Render) -> None:
     assert checksum(render(None, "operator.replicas=3")) == base
 
 
-def test_many_replicas_need_leader_election(helm: Path) -> None:
-    result = run_helm(helm, *template_args(None, ("operator.leaderElection.enabled=false",)))
+def test_many_replicas_need_peering(helm: Path) -> None:
+    result = run_helm(helm, *template_args(None, ("operator.peering.enabled=false",)))
     assert result.returncode != 0
-    assert "leaderElection" in result.stderr
+    assert "operator.peering.enabled" in result.stderr
+
+
+@pytest.mark.parametrize("values", [None, *CI_VALUES], ids=values_id)
+def test_operator_accepts_the_rendered_config(render: Render, values: Path | None) -> None:
+    """The operator's own parser, which refuses unknown keys: chart and code cannot drift."""
+    docs = render(values)
+    config = OperatorConfig.from_mapping(config_of_any(docs))
+    assert config.webhook_service == config_of_any(docs)["webhook"]["serviceName"]
+    peerings = [d for d in docs if d["kind"] == "ClusterKopfPeering"]
+    if config.peering_name is None:
+        assert not peerings
+    else:
+        (peering,) = peerings
+        assert peering["metadata"]["name"] == config.peering_name
+        assert "namespace" not in peering["metadata"]  # cluster-scoped
+
+
+def test_single_replica_without_peering_runs_standalone(render: Render) -> None:
+    docs = render(CHART / "ci" / "single-replica-ignore-values.yaml")
+    assert config_of(docs)["peering"] == {"name": ""}
+    assert OperatorConfig.from_mapping(config_of(docs)).peering_name is None
+    assert not [d for d in docs if d["kind"] == "ClusterKopfPeering"]
+
+
+def test_peering_is_named_after_the_fullname(render: Render) -> None:
+    docs = render(CHART / "ci" / "custom-image-resources-values.yaml")
+    assert config_of_any(docs)["peering"] == {"name": "ckb"}
+    assert one(docs, "ClusterKopfPeering")["metadata"]["name"] == "ckb"
+
+
+def test_sidecar_vault_ca_config_map_reaches_the_injection_config(render: Render) -> None:
+    docs = render(CHART / "ci" / "cert-manager-values.yaml")
+    assert config_of(docs)["injection"]["vaultCaConfigMap"] == "vault-ca"
+    injection = OperatorConfig.from_mapping(config_of(docs)).injection
+    assert injection.vault_ca_config_map == "vault-ca"
+    assert OperatorConfig.from_mapping(config_of(render())).injection.vault_ca_config_map is None
 
 
 def test_network_policy(render: Render) -> None:

@@ -18,9 +18,8 @@ kv:
   pathPrefix: {{ .Values.kv.pathPrefix | toJson }}
 environments: {{ .Values.environments | toJson }}
 statusPollSeconds: {{ int .Values.operator.statusPollSeconds }}
-leaderElection:
-  enabled: {{ .Values.operator.leaderElection.enabled }}
-  leaseName: {{ include "captcha-key-agent.leaseName" . | toJson }}
+peering:
+  name: {{ include "captcha-key-agent.peeringName" . | toJson }}
 webhook:
   port: 8443
   serviceName: {{ include "captcha-key-agent.webhookServiceName" . | toJson }}
@@ -41,6 +40,7 @@ injection:
   tokenExpirationSeconds: {{ int .Values.sidecar.tokenExpirationSeconds }}
   logLevel: {{ .Values.sidecar.log.level | toJson }}
   logFormat: {{ .Values.sidecar.log.format | toJson }}
+  vaultCaConfigMap: {{ .Values.sidecar.vaultCaConfigMap | toJson }}
 log:
   level: {{ .Values.operator.log.level | toJson }}
   format: {{ .Values.operator.log.format | toJson }}

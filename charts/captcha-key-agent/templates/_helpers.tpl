@@ -107,8 +107,14 @@ contract's names).
 {{ include "captcha-key-agent.fullname" . }}
 {{- end }}
 
-{{- define "captcha-key-agent.leaseName" -}}
-{{ include "captcha-key-agent.componentName" (list . "operator") }}
+{{/*
+kopf peering: the ClusterKopfPeering's name ("" when peering is off: the operator runs
+standalone).
+*/}}
+{{- define "captcha-key-agent.peeringName" -}}
+{{- if .Values.operator.peering.enabled }}
+{{- include "captcha-key-agent.fullname" . }}
+{{- end }}
 {{- end }}
 
 {{- define "captcha-key-agent.tlsSecretName" -}}
@@ -171,8 +177,8 @@ Paths inside the operator pod.
 Checks that the schema cannot express.
 */}}
 {{- define "captcha-key-agent.validate" -}}
-{{- if and (gt (int .Values.operator.replicas) 1) (not .Values.operator.leaderElection.enabled) }}
-{{- fail "operator.replicas > 1 needs operator.leaderElection.enabled=true: otherwise every replica keeps status" }}
+{{- if and (gt (int .Values.operator.replicas) 1) (not .Values.operator.peering.enabled) }}
+{{- fail "operator.replicas > 1 needs operator.peering.enabled=true: otherwise every replica keeps status" }}
 {{- end }}
 {{- if and .Values.vault.caCert.secretName .Values.vault.caCert.configMapName }}
 {{- fail "vault.caCert: set secretName or configMapName, not both" }}
