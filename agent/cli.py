@@ -187,7 +187,13 @@ def main() -> None:
     default=0.5,
     help="With --binding: spread a rotation's Vault reads over up to this many seconds.",
 )
-@click.option("--once", is_flag=True, help="Fetch, write and exit (non-zero on failure).")
+@click.option(
+    "--once",
+    is_flag=True,
+    envvar="CAPTCHAKEY_ONCE",
+    show_envvar=True,
+    help="Fetch, write and exit (non-zero on failure).",
+)
 @click.option(
     "--health-addr",
     envvar="CAPTCHAKEY_HEALTH_ADDR",
