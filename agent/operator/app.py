@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from agent.operator.injection import (
     plan_injection,
 )
 from agent.operator.kube import KubeApi
+from agent.operator.rollout import Consumer, consumer_of
 from agent.operator.status import StatusKeeper
 from agent.operator.validation import validate_binding
 
@@ -131,11 +133,23 @@ def build_registry(
         except InvalidBindingError as exc:
             raise kopf.AdmissionError(str(exc), code=422) from None
 
+    @kopf.index("pods", id="consumers", labels={INJECT_LABEL: "true"}, registry=registry)
+    def consumers(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Consumer] | None:
+        found = consumer_of(body)
+        return dict([found]) if found else None
+
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5)
     async def keep_status(
-        name: str, namespace: str | None, body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any
+        name: str,
+        namespace: str | None,
+        body: kopf.Body,
+        stopped: kopf.DaemonStopped,
+        **kwargs: Any,
     ) -> None:
-        await keeper.keep(namespace or "", name, body, stopped)
+        # kopf passes every index as a keyword named after the index handler's id.
+        consumers: kopf.Index[tuple[str, str], Consumer] = kwargs["consumers"]
+        key = (namespace or "", name)
+        await keeper.keep(key[0], name, body, stopped, lambda: list(consumers.get(key, [])))
 
     # Event handlers are async: kopf runs sync handlers in threads; the keeper's wake-up
     # events belong to the loop.
@@ -148,10 +162,11 @@ def build_registry(
             keeper.wake(namespace or "", name)
 
     @kopf.on.event("pods", labels={INJECT_LABEL: "true"}, registry=registry)
-    async def on_pod(type: str | None, body: kopf.Body, **_: Any) -> None:
-        binding = keeper.consumers.observe(type, body)
-        if binding is not None:
-            keeper.wake(*binding)
+    async def on_pod(body: kopf.Body, **_: Any) -> None:
+        # A consumer came, went or changed: recount now rather than at the next poll.
+        binding = (body.metadata.annotations or {}).get(ANNOTATION_BINDING)
+        if binding:
+            keeper.wake(body.metadata.namespace or "", binding)
 
     return registry
 
@@ -177,6 +192,9 @@ async def run_operator(
         clusterwide=True,
         standalone=config.peering_name is None,
         peering_name=config.peering_name,
+        # Peers of equal priority all pause; a random one per replica elects exactly one
+        # active keeper, and another takes over when its peering record expires.
+        priority=random.randint(1, 2**31 - 1),  # noqa: S311 - not security-relevant.
         stop_flag=stop_flag,
         ready_flag=ready_flag,
         liveness_endpoint=liveness_endpoint,

@@ -23,7 +23,7 @@ import aiohttp
 
 from agent.operator.injection import AGENT_CONTAINER, AGENT_PORT, ANNOTATION_BINDING, INJECT_LABEL
 
-__all__ = ["Consumer", "ConsumerRegistry", "Rollout", "read_versions", "summarize"]
+__all__ = ["Consumer", "Rollout", "consumer_of", "read_versions", "summarize"]
 
 _SCRAPE_CONCURRENCY = 32
 
@@ -37,31 +37,21 @@ class Consumer:
     port: int
 
 
-class ConsumerRegistry:
-    """Live consumer pods per binding, kept from the pod watch stream."""
+def consumer_of(pod: Mapping[str, Any]) -> tuple[tuple[str, str], Consumer] | None:
+    """The binding (namespace, name) a live opted-in pod consumes, and where its agent is.
 
-    def __init__(self) -> None:
-        self._pods: dict[tuple[str, str], dict[str, Consumer]] = {}
-
-    def observe(self, event_type: str | None, pod: Mapping[str, Any]) -> tuple[str, str] | None:
-        """Record one pod event; return the binding it belongs to (or ``None``)."""
-        metadata = pod.get("metadata") or {}
-        if (metadata.get("labels") or {}).get(INJECT_LABEL) != "true":
-            return None
-        binding = (metadata.get("annotations") or {}).get(ANNOTATION_BINDING)
-        if not binding:
-            return None
-        key = (str(metadata.get("namespace")), binding)
-        pods = self._pods.setdefault(key, {})
-        consumer = _live_consumer(pod)
-        if event_type == "DELETED" or consumer is None:
-            pods.pop(str(metadata.get("name")), None)
-        else:
-            pods[consumer.name] = consumer
-        return key
-
-    def of(self, namespace: str, binding: str) -> list[Consumer]:
-        return sorted(self._pods.get((namespace, binding), {}).values(), key=lambda c: c.name)
+    Used as a kopf index function: kopf fills every index before it starts any daemon,
+    so a freshly started operator never judges a rollout on a half-listed set of pods
+    (which would make an old key look safe to revoke).
+    """
+    metadata = pod.get("metadata") or {}
+    if (metadata.get("labels") or {}).get(INJECT_LABEL) != "true":
+        return None
+    binding = (metadata.get("annotations") or {}).get(ANNOTATION_BINDING)
+    consumer = _live_consumer(pod)
+    if not binding or consumer is None:
+        return None
+    return (str(metadata.get("namespace")), binding), consumer
 
 
 def _live_consumer(pod: Mapping[str, Any]) -> Consumer | None:

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import datetime
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import kopf
@@ -24,7 +24,7 @@ import kopf
 from agent.binding import BindingSpec, InvalidBindingError
 from agent.operator.config import OperatorConfig
 from agent.operator.kube import KubeApi
-from agent.operator.rollout import ConsumerRegistry, Rollout, read_versions, summarize
+from agent.operator.rollout import Consumer, Rollout, read_versions, summarize
 from agent.operator.validation import validate_binding
 from agent.sidecar.agent import Backoff, jittered
 from agent.vault import (
@@ -35,7 +35,7 @@ from agent.vault import (
     auth_from_settings,
 )
 
-__all__ = ["Conditions", "Outcome", "StatusKeeper"]
+__all__ = ["Conditions", "Outcome", "StatusKeeper", "merge_patch"]
 
 Outcome = Literal["settled", "rolling", "failed"]
 
@@ -70,6 +70,26 @@ class Conditions:
         })  # fmt: skip
 
 
+def merge_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
+    """The RFC 7386 merge patch that turns ``current`` into ``desired`` for the given keys.
+
+    Maps are merged key by key on the server, so a key that disappears (a version no
+    consumer holds any more) must be sent as ``null``; equal values are left out, and
+    an empty result means there is nothing to write.
+    """
+    changes: dict[str, Any] = {}
+    for key, wanted in desired.items():
+        have = current.get(key)
+        if isinstance(wanted, Mapping) and isinstance(have, Mapping):
+            nested = merge_patch(have, wanted)
+            nested.update({k: None for k in have if k not in wanted})
+            if nested:
+                changes[key] = nested
+        elif have != wanted:
+            changes[key] = wanted
+    return changes
+
+
 class StatusKeeper:
     """Keeps every binding's status current; one :meth:`keep` loop per binding."""
 
@@ -79,7 +99,6 @@ class StatusKeeper:
         self.config = config
         self.kube = kube
         self.backoff = Backoff(base=2.0, cap=300.0)
-        self.consumers = ConsumerRegistry()
         self._clients: dict[tuple[str, str | None], VaultClient] = {}
         self._wakeups: dict[tuple[str, str], asyncio.Event] = {}
 
@@ -88,14 +107,19 @@ class StatusKeeper:
         self._wakeups.setdefault((namespace, name), asyncio.Event()).set()
 
     async def keep(
-        self, namespace: str, name: str, body: kopf.Body, stopped: kopf.DaemonStopped
+        self,
+        namespace: str,
+        name: str,
+        body: kopf.Body,
+        stopped: kopf.DaemonStopped,
+        consumers: Callable[[], Iterable[Consumer]],
     ) -> None:
         wake = self._wakeups.setdefault((namespace, name), asyncio.Event())
         failures = 0
         try:
             while not stopped:
                 wake.clear()
-                outcome = await self.check(namespace, name, body)
+                outcome = await self.check(namespace, name, body, consumers)
                 failures = 0 if outcome != "failed" else failures + 1
                 if outcome == "failed":
                     delay = self.backoff.delay(failures)
@@ -108,7 +132,13 @@ class StatusKeeper:
         finally:
             self._wakeups.pop((namespace, name), None)
 
-    async def check(self, namespace: str, name: str, body: kopf.Body) -> Outcome:
+    async def check(
+        self,
+        namespace: str,
+        name: str,
+        body: kopf.Body,
+        consumers: Callable[[], Iterable[Consumer]],
+    ) -> Outcome:
         """One round: read metadata, count consumers, publish the status if it changed."""
         status: Mapping[str, Any] = body.get("status") or {}
         conditions = Conditions(status.get("conditions") or [], body.metadata.get("generation"))
@@ -134,14 +164,15 @@ class StatusKeeper:
                 self._publish(body, spec, meta, patch, conditions)
                 current = patch.get("currentVersion", status.get("currentVersion"))
                 if isinstance(current, int):
-                    held = await read_versions(self.consumers.of(namespace, name))
+                    held = await read_versions(consumers())
                     rollout = summarize(held, current, meta.live_versions)
                     patch["rollout"] = rollout.as_status()
                     self._report_rollout(body, rollout, current, conditions)
                     outcome = "settled" if rollout.complete else "rolling"
         patch["conditions"] = conditions.items
-        if any(status.get(k) != v for k, v in patch.items()):
-            await self.kube.patch_binding_status(namespace, name, patch)
+        changes = merge_patch(status, patch)
+        if changes:
+            await self.kube.patch_binding_status(namespace, name, changes)
         return outcome
 
     def _report_rollout(

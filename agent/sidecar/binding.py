@@ -23,7 +23,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,10 @@ class BindingAgent:
             await asyncio.gather(self._task, return_exceptions=True)
 
     def _apply(self, spec: BindingSpec) -> None:
+        # A rotation request is the operator's business: it reads Vault's metadata and
+        # announces the version in status, which every agent follows with a spread.
+        # Reacting to the request itself would send the whole fleet to Vault at once.
+        spec = replace(spec, rotation_request=None)
         target = KeyTarget(self.defaults.out_dir, spec.file_name, spec.file_mode)
         if self.agent is None or self._task is None or self._task.done():
             refresher = KeyRefresher(self._client(spec.vault), spec.ref, target)
@@ -181,6 +185,12 @@ def build_registry(
         if connection is not None:
             return connection
         return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_refreshing(**_: Any) -> None:
+        # Inside kopf's shutdown, so that kopf does not wait out its grace period for a
+        # task it did not start: a terminating pod should not linger for it.
+        await binding.close()
 
     def is_ours(name: str, **_: Any) -> bool:
         return name == binding.name

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from agent.operator.config import OperatorConfig, TLSConfig, VaultConfig
 from agent.operator.kube import KubeApi
 from tests.rig.kube import BaoAuth, BaoRole, RealisticKubernetes
 from tests.rig.openbao import OpenBaoServer
-from tests.rig.scenario import Workload
+from tests.rig.scenario import Workload, kopf_in_thread
 
 OPERATOR_NS = "captcha-system"
 OPERATOR_POLICY = 'path "secret/metadata/captchaai/*" { capabilities = ["read"] }\n'
@@ -88,11 +87,7 @@ def operator(
     workload: Workload,
     tmp_path: Path,
 ) -> Iterator[RunningOperator]:
-    """The operator in a thread of its own with its own loop, as another process would be.
-
-    kopf cancels every task created in its loop after it started; a test's tasks must not
-    live there.
-    """
+    """The operator in a thread of its own with its own loop, as another process would be."""
     role = "captcha-key-operator"
     openbao.client().sys.create_or_update_policy(role, OPERATOR_POLICY)
     kube_openbao.add_role(BaoRole(role, [OPERATOR_NS], [role], policies=[role]))
@@ -113,13 +108,8 @@ def operator(
         webhook_port=port,
         tls=TLSConfig(secret_name="captcha-key-agent-webhook-tls"),
     )
-    loop = asyncio.new_event_loop()
-    stop, ready = asyncio.Event(), threading.Event()
 
-    async def serve() -> None:
-        started = asyncio.Event()
-        watcher = asyncio.create_task(started.wait())
-        watcher.add_done_callback(lambda _: ready.set())
+    async def main(stop: asyncio.Event, ready: asyncio.Event) -> None:
         await run_operator(
             config,
             OPERATOR_NS,
@@ -128,22 +118,14 @@ def operator(
             webhook_host="127.0.0.1",
             extra_names=("127.0.0.1",),
             stop_flag=stop,
-            ready_flag=started,
+            ready_flag=ready,
         )
 
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-    thread.start()
-    try:
-        assert ready.wait(15), "the operator did not start"
+    with kopf_in_thread(main):
         ca_file = tmp_path / "webhook-ca.crt"
         asyncio.run(_wait_for_ca(kube, ca_file))
         _wait_for_port(port)
         yield RunningOperator(config, f"https://127.0.0.1:{port}", ca_file)
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(15)
-        assert not thread.is_alive(), "the operator did not stop"
-        loop.close()
 
 
 def _wait_for_port(port: int, seconds: float = 10.0) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,36 @@ class Workload:
         await self.kube.call("DELETE", f"{BINDINGS_PATH.format(ns=self.namespace)}/{name}")
 
 
+@contextlib.contextmanager
+def kopf_in_thread(
+    main: Callable[[asyncio.Event, asyncio.Event], Coroutine[Any, Any, None]], seconds: float = 15
+) -> Iterator[None]:
+    """Run a kopf process (agent or operator) in a thread with an event loop of its own.
+
+    As a real pod's process would: kopf treats every task created in its loop after it
+    started as its own and cancels them on exit, so tests and other kopf instances must
+    not share its loop. ``main(stop_flag, ready_flag)`` runs until the stop flag is set.
+    """
+    loop = asyncio.new_event_loop()
+    stop, started, ready = asyncio.Event(), asyncio.Event(), threading.Event()
+
+    async def serve() -> None:
+        waiter = asyncio.create_task(started.wait())
+        waiter.add_done_callback(lambda _: ready.set())
+        await main(stop, started)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(seconds), "the kopf process did not start"
+        yield
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(seconds)
+        assert not thread.is_alive(), "the kopf process did not stop"
+        loop.close()
+
+
 @contextlib.asynccontextmanager
 async def running_agent(
     workload: Workload,
@@ -124,7 +155,7 @@ async def running_agent(
     health: tuple[str, int] | None = None,
     spread: float = 0.05,
 ) -> AsyncIterator[BindingAgent]:
-    """A binding agent as the sidecar runs it, in this event loop; stopped on exit."""
+    """A binding agent as the sidecar runs it, in a thread of its own; stopped on exit."""
     out_dir.mkdir(parents=True, exist_ok=True)
     defaults = AgentDefaults(
         vault_addr=workload.openbao.addr,
@@ -136,10 +167,10 @@ async def running_agent(
     connection = kopf.ConnectionInfo(
         server=workload.kube.api_url, token=token or workload.api_token()
     )
-    stop, ready = asyncio.Event(), asyncio.Event()
     agent = BindingAgent(binding, defaults)
-    task = asyncio.create_task(
-        run_binding_agent(
+
+    async def main(stop: asyncio.Event, ready: asyncio.Event) -> None:
+        await run_binding_agent(
             agent,
             workload.namespace,
             health=health,
@@ -147,10 +178,41 @@ async def running_agent(
             stop_flag=stop,
             ready_flag=ready,
         )
-    )
+
+    threaded = kopf_in_thread(main)
+    await asyncio.to_thread(threaded.__enter__)
     try:
-        await asyncio.wait_for(ready.wait(), timeout=10)
         yield agent
     finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=10)
+        await asyncio.to_thread(threaded.__exit__, None, None, None)
+
+
+async def create_consumer_pod(workload: Workload, name: str, port: int, binding: str) -> None:
+    """A running pod as the webhook leaves it: opted in, its agent answering on ``port``."""
+    pods = f"/api/v1/namespaces/{workload.namespace}/pods"
+    agent = {
+        "name": "captcha-key-agent",
+        "image": "captcha-key-agent",
+        "restartPolicy": "Always",
+        "ports": [{"name": "ckb-agent", "containerPort": port}],
+    }
+    metadata = {
+        "name": name,
+        "namespace": workload.namespace,
+        "labels": {"captchakeys.io/inject": "true"},
+        "annotations": {"captchakeys.io/binding": binding},
+    }
+    spec = {"initContainers": [agent], "containers": [{"name": "app", "image": "solver"}]}
+    await workload.kube.call(
+        "POST", pods, {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+    )
+    await workload.kube.call(
+        "PATCH",
+        f"{pods}/{name}/status",
+        {"status": {"phase": "Running", "podIP": "127.0.0.1"}},
+        content_type="application/merge-patch+json",
+    )
+
+
+async def delete_pod(workload: Workload, name: str) -> None:
+    await workload.kube.call("DELETE", f"/api/v1/namespaces/{workload.namespace}/pods/{name}")
