@@ -29,6 +29,11 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest
 
+## bench: agent memory, admission latency and fleet rotation, each against a baseline
+## measured in the same run; prints a table and writes docs/benchmarks.md
+bench: $(STAMP)
+	$(BIN)/python scripts/bench.py
+
 ## node-test: the Node.js reader's tests (node >= 18 is required, never skipped)
 node-test:
 	@command -v node >/dev/null || { echo "node >= 18 is required for readers/node tests" >&2; exit 1; }

@@ -114,6 +114,8 @@ def build_registry(
                 f"this cluster runs Kubernetes {major}.{minor}; the key agent is a native sidecar "
                 "and needs >= 1.29: upgrade the cluster or remove the captchakeys.io/inject label"
             )
+        if body.metadata.labels.get(INJECT_LABEL) != "true":
+            return  # the objectSelector should have kept it away; answer fast all the same.
         pod_namespace = body.metadata.namespace or ""
         binding_name = (body.metadata.annotations or {}).get(ANNOTATION_BINDING, "").strip()
         binding = await kube.get_binding(pod_namespace, binding_name) if binding_name else None
