@@ -27,7 +27,7 @@ def test_default_notes_give_next_steps_without_warnings(helm: Path) -> None:
     for step in (
         "kind: CaptchaKeyBinding",
         'captchakeys.io/inject: "true"',
-        "captchakeys.io/binding: captcha-dev",
+        "captchakeys.io/binding: captchaai-dev",
         "--clusterrole=captcha-key-agent-sidecar",
         "kubectl get ckb",
         "helm test captcha-key-agent",
