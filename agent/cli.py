@@ -318,9 +318,18 @@ def _service_account_namespace() -> str:
     envvar="CAPTCHAKEY_HEALTH_ADDR",
     show_envvar=True,
     default="0.0.0.0:8080",
-    help="HOST:PORT for /healthz (kopf liveness).",
+    help="HOST:PORT for /healthz (liveness) and /readyz (the webhook server listens).",
 )
-def operator_command(config_path: Path, namespace: str | None, health_addr: str) -> None:
+@click.option(
+    "--metrics-addr",
+    envvar="CAPTCHAKEY_METRICS_ADDR",
+    show_envvar=True,
+    default="0.0.0.0:9090",
+    help="HOST:PORT for /metrics (Prometheus); empty to disable.",
+)
+def operator_command(
+    config_path: Path, namespace: str | None, health_addr: str, metrics_addr: str
+) -> None:
     """Serve the webhooks and keep every CaptchaKeyBinding's status."""
     from agent.operator.app import run_operator
     from agent.operator.config import ConfigError, OperatorConfig
@@ -330,10 +339,14 @@ def operator_command(config_path: Path, namespace: str | None, health_addr: str)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     logs.configure(config.log_level, config.log_format)
-    health = _health_address(health_addr)
-    liveness = f"http://{health[0]}:{health[1]}/healthz" if health else None
-    asyncio.run(run_operator(config, namespace or _service_account_namespace(),
-                             liveness_endpoint=liveness))  # fmt: skip
+    asyncio.run(
+        run_operator(
+            config,
+            namespace or _service_account_namespace(),
+            probes=_health_address(health_addr),
+            metrics_addr=_health_address(metrics_addr),
+        )
+    )
 
 
 @main.command("rotate")

@@ -9,9 +9,11 @@ and the login.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from agent.operator.injection import (
     plan_injection,
 )
 from agent.operator.kube import KubeApi
+from agent.operator.observability import Metrics, serve_metrics, serve_probes
 from agent.operator.rollout import Consumer, consumer_of
 from agent.operator.status import StatusKeeper
 from agent.operator.validation import validate_binding
@@ -76,9 +79,11 @@ def build_registry(
     connection: kopf.ConnectionInfo | None = None,
     webhook_host: str = "0.0.0.0",  # noqa: S104 - the API server reaches the pod IP.
     extra_names: tuple[str, ...] = (),
+    metrics: Metrics | None = None,
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
-    keeper = StatusKeeper(config, kube)
+    metrics = metrics or Metrics()
+    keeper = StatusKeeper(config, kube, metrics)
     workdir = Path(tempfile.mkdtemp(prefix="captchakeys-tls-"))
     cluster: dict[str, tuple[int, int]] = {}
 
@@ -108,6 +113,13 @@ def build_registry(
 
     @kopf.on.mutate("pods", id="mutate-pods", operations={"CREATE"}, registry=registry)
     async def inject(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        with (
+            metrics.admission_seconds.labels("mutate-pods").time(),
+            _counted(metrics, "mutate-pods"),
+        ):
+            await _inject(body, patch)
+
+    async def _inject(body: kopf.Body, patch: kopf.Patch) -> None:
         if cluster.get("version", MIN_KUBERNETES) < MIN_KUBERNETES:
             major, minor = cluster["version"]
             raise kopf.AdmissionError(
@@ -130,10 +142,12 @@ def build_registry(
 
     @kopf.on.validate(GROUP, VERSION, PLURAL, id="validate-captchakeybindings", registry=registry)
     def validate(body: kopf.Body, **_: Any) -> None:
-        try:
-            validate_binding(body, config)
-        except InvalidBindingError as exc:
-            raise kopf.AdmissionError(str(exc), code=422) from None
+        webhook = "validate-captchakeybindings"
+        with metrics.admission_seconds.labels(webhook).time(), _counted(metrics, webhook):
+            try:
+                validate_binding(body, config)
+            except InvalidBindingError as exc:
+                raise kopf.AdmissionError(str(exc), code=422) from None
 
     @kopf.index("pods", id="consumers", labels={INJECT_LABEL: "true"}, registry=registry)
     def consumers(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Consumer] | None:
@@ -173,6 +187,16 @@ def build_registry(
     return registry
 
 
+@contextlib.contextmanager
+def _counted(metrics: Metrics, webhook: str) -> Iterator[None]:
+    try:
+        yield
+    except kopf.AdmissionError:
+        metrics.admissions.labels(webhook, "false").inc()
+        raise
+    metrics.admissions.labels(webhook, "true").inc()
+
+
 async def run_operator(
     config: OperatorConfig,
     namespace: str,
@@ -183,12 +207,33 @@ async def run_operator(
     extra_names: tuple[str, ...] = (),
     stop_flag: asyncio.Event | None = None,
     ready_flag: asyncio.Event | None = None,
-    liveness_endpoint: str | None = None,
+    probes: tuple[str, int] | None = None,
+    metrics_addr: tuple[str, int] | None = None,
 ) -> None:
     """Run the operator until stopped (SIGTERM, or ``stop_flag``)."""
     kube = kube or KubeApi.connect()
+    metrics = Metrics()
     registry = build_registry(config, kube, namespace, connection=connection,
-                              webhook_host=webhook_host, extra_names=extra_names)  # fmt: skip
+                              webhook_host=webhook_host, extra_names=extra_names,
+                              metrics=metrics)  # fmt: skip
+    runners = []
+    if probes is not None:
+        runners.append(await serve_probes(*probes, webhook_port=config.webhook_port))
+    if metrics_addr is not None:
+        runners.append(await serve_metrics(metrics, *metrics_addr))
+    try:
+        await _run_kopf(config, registry, stop_flag, ready_flag)
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
+async def _run_kopf(
+    config: OperatorConfig,
+    registry: kopf.OperatorRegistry,
+    stop_flag: asyncio.Event | None,
+    ready_flag: asyncio.Event | None,
+) -> None:
     await kopf.operator(
         registry=registry,
         clusterwide=True,
@@ -199,5 +244,4 @@ async def run_operator(
         priority=random.randint(1, 2**31 - 1),  # noqa: S311 - not security-relevant.
         stop_flag=stop_flag,
         ready_flag=ready_flag,
-        liveness_endpoint=liveness_endpoint,
     )

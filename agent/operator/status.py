@@ -24,6 +24,7 @@ import kopf
 from agent.binding import BindingSpec, InvalidBindingError
 from agent.operator.config import OperatorConfig
 from agent.operator.kube import KubeApi
+from agent.operator.observability import Metrics
 from agent.operator.rollout import Consumer, Rollout, read_versions, summarize
 from agent.operator.validation import validate_binding
 from agent.sidecar.agent import Backoff, jittered
@@ -95,9 +96,10 @@ class StatusKeeper:
 
     rollout_poll_seconds = 0.5  # while consumers are catching up, look often.
 
-    def __init__(self, config: OperatorConfig, kube: KubeApi):
+    def __init__(self, config: OperatorConfig, kube: KubeApi, metrics: Metrics):
         self.config = config
         self.kube = kube
+        self.metrics = metrics
         self.backoff = Backoff(base=2.0, cap=300.0)
         self._clients: dict[tuple[str, str | None], VaultClient] = {}
         self._wakeups: dict[tuple[str, str], asyncio.Event] = {}
@@ -155,6 +157,7 @@ class StatusKeeper:
             try:
                 meta = await asyncio.to_thread(self._client(spec).metadata, spec.ref)
             except VaultError as exc:
+                self.metrics.vault_errors.labels(exc.reason).inc()
                 reachable = not isinstance(exc, VaultUnavailableError)
                 outcome = "settled" if reachable else "failed"
                 conditions.set("VaultReachable", reachable, exc.reason, str(exc))
@@ -167,6 +170,7 @@ class StatusKeeper:
                     held = await read_versions(consumers())
                     rollout = summarize(held, current, meta.live_versions)
                     patch["rollout"] = rollout.as_status()
+                    self._measure(namespace, name, current, rollout)
                     self._report_rollout(body, rollout, current, conditions)
                     outcome = "settled" if rollout.complete else "rolling"
         patch["conditions"] = conditions.items
@@ -174,6 +178,11 @@ class StatusKeeper:
         if changes:
             await self.kube.patch_binding_status(namespace, name, changes)
         return outcome
+
+    def _measure(self, namespace: str, name: str, current: int, rollout: Rollout) -> None:
+        self.metrics.current_version.labels(namespace, name).set(current)
+        self.metrics.consumers.labels(namespace, name, "all").set(rollout.consumers)
+        self.metrics.consumers.labels(namespace, name, "up_to_date").set(rollout.up_to_date)
 
     def _report_rollout(
         self, body: kopf.Body, rollout: Rollout, current: int, conditions: Conditions

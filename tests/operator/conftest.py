@@ -52,6 +52,8 @@ class RunningOperator:
     config: OperatorConfig
     url: str
     ca_file: Path
+    probes_url: str
+    metrics_url: str
 
 
 @pytest.fixture
@@ -94,7 +96,7 @@ def operator(
     token_file = tmp_path / "operator-vault-token"
     token_file.write_text(kube.issue_token(OPERATOR_NS, role, audience="vault"))
     asyncio.run(_webhook_configurations(kube))
-    port = free_port()
+    port, probes, metrics = free_port(), free_port(), free_port()
     config = OperatorConfig(
         vault=VaultConfig(
             address=openbao.addr,
@@ -119,13 +121,21 @@ def operator(
             extra_names=("127.0.0.1",),
             stop_flag=stop,
             ready_flag=ready,
+            probes=("127.0.0.1", probes),
+            metrics_addr=("127.0.0.1", metrics),
         )
 
     with kopf_in_thread(main):
         ca_file = tmp_path / "webhook-ca.crt"
         asyncio.run(_wait_for_ca(kube, ca_file))
         _wait_for_port(port)
-        yield RunningOperator(config, f"https://127.0.0.1:{port}", ca_file)
+        yield RunningOperator(
+            config,
+            f"https://127.0.0.1:{port}",
+            ca_file,
+            probes_url=f"http://127.0.0.1:{probes}",
+            metrics_url=f"http://127.0.0.1:{metrics}/metrics",
+        )
 
 
 def _wait_for_port(port: int, seconds: float = 10.0) -> None:
