@@ -33,7 +33,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.operator.conftest import KUBERNETES_VERSION, free_port  # noqa: E402
+from tests.operator.conftest import KUBERNETES_VERSION  # noqa: E402
+from tests.rig.helpers import free_port  # noqa: E402
 from tests.rig.kube import RealisticKubernetes, configure_kubernetes_auth  # noqa: E402
 from tests.rig.openbao import OpenBaoServer  # noqa: E402
 from tests.rig.scenario import Workload, running_agent  # noqa: E402

@@ -18,17 +18,15 @@ import json
 import os
 import re
 import signal
-import socket
 import stat
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from agent import keyfile
+from tests.rig.helpers import free_port, wait_until
 from tests.rig.openbao import OpenBaoServer
 
 CAPTCHAKEY = str(Path(sys.executable).with_name("captchakey"))
@@ -71,20 +69,6 @@ def run(
 def once_args(path: str, out: Path, *extra: str) -> list[str]:
     return ["agent", "--auth-method", "token", "--path", path, "--out-dir", str(out),
             "--health-addr", "", "--once", *extra]  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(0.02)
 
 
 def test_help_documents_every_flag_and_its_environment_variable() -> None:

@@ -18,10 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,6 +31,7 @@ from agent import keyfile, logs
 from agent.reader import KeyReader
 from agent.sidecar import Backoff, KeyAgent, KeyRefresher, KeyTarget, serve_health
 from agent.vault import SecretRef, TokenAuth, VaultClient, VaultError
+from tests.rig.helpers import free_port, wait_until
 from tests.rig.openbao import OpenBaoServer
 from tests.vault.helpers import create_policy, worker_policy
 
@@ -52,20 +51,6 @@ def record_texts(records: list[logging.LogRecord]) -> list[str]:
         if record.exc_info:
             texts.append(logging.Formatter().formatException(record.exc_info))
     return texts
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(0.02)
 
 
 class Worker:

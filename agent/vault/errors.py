@@ -42,9 +42,8 @@ class VaultUnavailableError(VaultError):
 
     def __init__(self, addr: str, detail: str):
         super().__init__(
-            f"Vault at {addr} is unavailable ({detail}); the last good key stays in place "
-            "and the request is retried with backoff. Check the address, the network path "
-            "and that Vault is unsealed (`vault status`)."
+            f"Vault at {addr} is unavailable ({detail}); retrying with backoff. Check the "
+            "address, the network path and that Vault is unsealed (`vault status`)."
         )
 
 
@@ -127,5 +126,5 @@ class EmptyKeyError(VaultError):
     def __init__(self, path: str, field: str):
         super().__init__(
             f'the field {field!r} of "{path}" is empty or not a string: write the CaptchaAI '
-            "API key into it. The last good key stays in place meanwhile."
+            "API key into it."
         )

@@ -21,6 +21,7 @@ import pytest
 from agent.operator.app import run_operator
 from agent.operator.config import OperatorConfig, TLSConfig, VaultConfig
 from agent.operator.kube import KubeApi
+from tests.rig.helpers import free_port
 from tests.rig.kube import BaoAuth, BaoRole, RealisticKubernetes
 from tests.rig.openbao import OpenBaoServer
 from tests.rig.scenario import Workload, kopf_in_thread
@@ -39,12 +40,6 @@ KUBERNETES_VERSION = {
     "compiler": "gc",
     "platform": "linux/amd64",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

@@ -31,7 +31,8 @@ from typing import Any
 from agent import keyfile
 from agent.reader import KeyReader
 from agent.sidecar.binding import BindingAgent
-from tests.operator.conftest import RunningOperator, free_port
+from tests.operator.conftest import RunningOperator
+from tests.rig.helpers import free_port
 from tests.rig.scenario import (
     Workload,
     create_consumer_pod,

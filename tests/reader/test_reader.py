@@ -23,13 +23,14 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agent import keyfile
 from agent.reader import ENV_VAR, KeyReader, KeyUnavailableError, get_key
+from tests.rig.helpers import wait_until
 
 
 # One 32-character key per version, easy to tell apart: "k" + "00001" repeated...
@@ -44,14 +45,6 @@ def write(directory: Path, version: int, *, name: str = "api_key") -> str:
         fetched_at="2026-01-01T00:00:00+00:00",
     )  # fmt: skip
     return key
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(0.005)
 
 
 @pytest.fixture

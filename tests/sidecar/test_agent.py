@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ import pytest
 from agent import keyfile
 from agent.sidecar import Backoff, KeyAgent, KeyRefresher, KeyTarget, serve_health
 from agent.vault import SecretRef, TokenAuth, VaultClient
+from tests.rig.helpers import free_port
 from tests.rig.openbao import OpenBaoServer
 
 KEY_1 = "11111111" * 4
@@ -186,12 +186,6 @@ async def test_vault_outage_keeps_the_last_good_key_and_recovers(
         assert agent.consecutive_failures == 0
         assert agent.last_error is None
         assert not task.done()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_health_endpoints(fresh_openbao: OpenBaoServer, tmp_path: Path) -> None:

@@ -6,9 +6,7 @@ tests sharing the session's server never see each other's roles or tokens.
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from tests.rig.openbao import OpenBaoServer
@@ -57,11 +55,3 @@ def approle_for(openbao: OpenBaoServer, *paths: str, **role: object) -> AppRole:
         "secret_id"
     ]
     return AppRole(mount, role_id, secret_id)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0, step: float = 0.01) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(step)

@@ -39,9 +39,10 @@ from agent.vault import (
     auth_from_settings,
 )
 from tests.rig.fixtures import BaoAuth
+from tests.rig.helpers import wait_until
 from tests.rig.kube import BaoRole, RealisticKubernetes
 from tests.rig.openbao import OpenBaoServer
-from tests.vault.helpers import approle_for, create_policy, token_for, wait_until
+from tests.vault.helpers import approle_for, create_policy, token_for
 
 
 @pytest.fixture
