@@ -36,7 +36,10 @@ from agent.operator.validation import validate_binding
 
 __all__ = ["MIN_KUBERNETES", "build_registry", "run_operator"]
 
-MIN_KUBERNETES = (1, 29)  # native sidecars (init containers with restartPolicy: Always).
+MIN_KUBERNETES = (1, 29)
+BindingIndex = kopf.Index[
+    tuple[str, str], dict[str, Any]
+]  # native sidecars (init containers with restartPolicy: Always).
 
 _log = logging.getLogger(__name__)
 
@@ -111,15 +114,27 @@ def build_registry(
             return connection
         return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
+    @kopf.index(GROUP, VERSION, PLURAL, id="bindings", registry=registry)
+    def bindings(name: str, namespace: str | None, spec: kopf.Spec, **_: Any) -> dict[Any, Any]:
+        return {(namespace, name): {"spec": dict(spec)}}
+
     @kopf.on.mutate("pods", id="mutate-pods", operations={"CREATE"}, registry=registry)
-    async def inject(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    async def inject(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+        known: BindingIndex = kwargs["bindings"]
         with (
             metrics.admission_seconds.labels("mutate-pods").time(),
             _counted(metrics, "mutate-pods"),
         ):
-            await _inject(body, patch)
+            await _inject(body, patch, known)
 
-    async def _inject(body: kopf.Body, patch: kopf.Patch) -> None:
+    async def _lookup(known: BindingIndex, namespace: str, name: str) -> dict[str, Any] | None:
+        # From memory when the watch has seen it; from the API when it has not (created an
+        # instant ago, or this replica's watches are paused as a peering standby).
+        for binding in known.get((namespace, name), []):
+            return binding
+        return await kube.get_binding(namespace, name)
+
+    async def _inject(body: kopf.Body, patch: kopf.Patch, known: BindingIndex) -> None:
         if cluster.get("version", MIN_KUBERNETES) < MIN_KUBERNETES:
             major, minor = cluster["version"]
             raise kopf.AdmissionError(
@@ -130,7 +145,7 @@ def build_registry(
             return  # the objectSelector should have kept it away; answer fast all the same.
         pod_namespace = body.metadata.namespace or ""
         binding_name = (body.metadata.annotations or {}).get(ANNOTATION_BINDING, "").strip()
-        binding = await kube.get_binding(pod_namespace, binding_name) if binding_name else None
+        binding = await _lookup(known, pod_namespace, binding_name) if binding_name else None
         try:
             planned = plan_injection(
                 body, binding, config.injection, vault_addr=config.vault.address
