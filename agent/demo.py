@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 import socket
 import statistics
 import subprocess
@@ -85,6 +86,7 @@ class OpenBaoDevServer:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> None:
+        self._workdir.mkdir(parents=True, exist_ok=True)
         args = [
             _bao_binary(), "server", "-dev",
             f"-dev-root-token-id={self.root_token}",
@@ -106,15 +108,16 @@ class OpenBaoDevServer:
         self._wait_until_ready(timeout)
 
     def stop(self) -> None:
+        """Stop the server and remove its files; :meth:`start` may run it again (empty)."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(self._workdir, ignore_errors=True)
 
     def client(self, token: str | None = None) -> hvac.Client:
         return hvac.Client(url=self.addr, token=token or self.root_token)
@@ -137,13 +140,16 @@ class OpenBaoDevServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
-                raise RuntimeError(f"bao exited with {self._process.returncode}: {self.log_text()}")
+                code, log = self._process.returncode, self.log_text()
+                self.stop()
+                raise RuntimeError(f"bao exited with {code}: {log}")
             with contextlib.suppress(requests.ConnectionError):
                 if requests.get(f"{self.addr}/v1/sys/health", timeout=1).status_code == 200:
                     return
             time.sleep(0.05)
+        log = self.log_text()
         self.stop()
-        raise RuntimeError(f"bao did not become ready within {timeout}s: {self.log_text()}")
+        raise RuntimeError(f"bao did not become ready within {timeout}s: {log}")
 
     def __enter__(self) -> OpenBaoDevServer:
         self.start()

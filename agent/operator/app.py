@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,6 +108,10 @@ def build_registry(
                 *cluster["version"],
                 *MIN_KUBERNETES,
             )
+
+    @kopf.on.cleanup(registry=registry)
+    def forget_certificates(**_: Any) -> None:
+        shutil.rmtree(workdir, ignore_errors=True)  # the serving key, on the pod's tmpfs.
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

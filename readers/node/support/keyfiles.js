@@ -4,8 +4,15 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
+const made = new Set();
+process.once('exit', () => {
+  for (const dir of made) fs.rmSync(dir, { recursive: true, force: true });
+});
+
 export function tempDir() {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'captchaai-reader-'));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'captchaai-reader-'));
+  made.add(dir);
+  return dir;
 }
 
 export function sha12(key) {
