@@ -37,42 +37,11 @@ from agent.operator.validation import validate_binding
 
 __all__ = ["MIN_KUBERNETES", "build_registry", "run_operator"]
 
+# Native sidecars (init containers with restartPolicy: Always) arrived in 1.29.
 MIN_KUBERNETES = (1, 29)
-BindingIndex = kopf.Index[
-    tuple[str, str], dict[str, Any]
-]  # native sidecars (init containers with restartPolicy: Always).
+BindingIndex = kopf.Index[tuple[str, str], dict[str, Any]]
 
 _log = logging.getLogger(__name__)
-
-
-async def prepare_tls(config: OperatorConfig, kube: KubeApi, namespace: str, workdir: Path,
-                      extra_names: tuple[str, ...] = ()) -> tuple[Path, Path]:  # fmt: skip
-    """The serving certificate and key files for the webhook server."""
-    if config.tls.mode == "cert-manager":
-        return config.tls.cert_dir / "tls.crt", config.tls.cert_dir / "tls.key"
-    names = [*tls.service_names(config.webhook_service, namespace), *extra_names]
-    stored = await kube.read_secret(namespace, config.tls.secret_name)
-    if stored is None or tls.needs_renewal(stored.get("tls.crt", b""), names):
-        ca = (stored["ca.crt"], stored["ca.key"]) if stored and "ca.key" in stored else None
-        certs = tls.generate(names, ca=ca)
-        if stored is None:
-            if not await kube.create_secret(
-                namespace, config.tls.secret_name, certs.as_secret_data()
-            ):
-                stored = await kube.read_secret(
-                    namespace, config.tls.secret_name
-                )  # another replica won.
-        else:
-            await kube.replace_secret(namespace, config.tls.secret_name, certs.as_secret_data())
-        if stored is None or "ca.key" not in stored or ca is not None:
-            stored = certs.as_secret_data()
-    await kube.set_ca_bundle(config.mutating_configuration, config.validating_configuration,
-                             stored["ca.crt"])  # fmt: skip
-    certfile, keyfile = workdir / "tls.crt", workdir / "tls.key"
-    certfile.write_bytes(stored["tls.crt"])
-    keyfile.write_bytes(stored["tls.key"])
-    keyfile.chmod(0o600)
-    return certfile, keyfile
 
 
 def build_registry(
@@ -90,13 +59,24 @@ def build_registry(
     keeper = StatusKeeper(config, kube, metrics)
     workdir = Path(tempfile.mkdtemp(prefix="captchakeys-tls-"))
     cluster: dict[str, tuple[int, int]] = {}
+    background: set[asyncio.Task[None]] = set()  # referenced here, so never collected.
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.level = logging.WARNING  # Events for warnings; info Events are explicit.
         settings.scanning.disabled = True
         settings.admission.managed = None  # the chart owns the webhook configurations.
-        certfile, keyfile = await prepare_tls(config, kube, namespace, workdir, extra_names)
+        if config.tls.mode == "cert-manager":  # cert-manager renews; kopf reloads the files.
+            certfile, keyfile = config.tls.cert_dir / "tls.crt", config.tls.cert_dir / "tls.key"
+        else:
+            names = [*tls.service_names(config.webhook_service, namespace), *extra_names]
+            serving = tls.ServingCertificate(
+                kube, namespace, config.tls.secret_name, names, workdir
+            )
+            configurations = (config.mutating_configuration, config.validating_configuration)
+            await serving.refresh(*configurations)
+            background.add(asyncio.create_task(serving.keep_fresh(*configurations)))
+            certfile, keyfile = serving.certfile, serving.keyfile
         settings.admission.server = kopf.WebhookServer(
             addr=webhook_host, port=config.webhook_port, certfile=certfile, pkeyfile=keyfile
         )

@@ -106,7 +106,15 @@ class KubeApi:
 
     async def replace_secret(self, namespace: str, name: str, data: Mapping[str, bytes]) -> None:
         patch = {"data": {k: base64.b64encode(v).decode() for k, v in data.items()}}
-        await asyncio.to_thread(self._core.patch_namespaced_secret, name, namespace, patch)
+        # A JSON merge patch: exact for a map on any API server (the client's default
+        # strategic merge is Kubernetes-specific and means the same here).
+        await asyncio.to_thread(
+            self._core.patch_namespaced_secret,
+            name,
+            namespace,
+            patch,
+            _content_type="application/merge-patch+json",
+        )
 
     async def set_ca_bundle(self, mutating: str, validating: str, ca_pem: bytes) -> None:
         """Write the CA into every webhook of both configurations, and nothing else.

@@ -14,21 +14,35 @@ a mounted Secret and injects the caBundle; kopf's server reloads changed files.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["WebhookCertificates", "generate", "needs_renewal", "service_names"]
+from agent.operator.kube import KubeApi
+
+__all__ = [
+    "ServingCertificate",
+    "WebhookCertificates",
+    "generate",
+    "needs_renewal",
+    "service_names",
+]
 
 CA_VALIDITY = datetime.timedelta(days=3650)
 SERVING_VALIDITY = datetime.timedelta(days=365)
 RENEW_BEFORE = datetime.timedelta(days=30)
+REFRESH_SECONDS = 12 * 3600  # well inside RENEW_BEFORE: no replica serves an expiring cert.
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -162,3 +176,51 @@ def _private_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+
+
+class ServingCertificate:
+    """The self-signed webhook chain, shared by replicas through one Secret.
+
+    Every replica serves the chain stored in the Secret, so the caBundle is the same
+    for all of them; whichever replica finds the serving certificate due renews it
+    (same CA, so the caBundle does not change) and the others pick it up at their next
+    refresh. The files are rewritten in place, and kopf's server reloads them.
+    """
+
+    def __init__(
+        self, kube: KubeApi, namespace: str, secret: str, names: Iterable[str], workdir: Path
+    ):
+        self.kube, self.namespace, self.secret = kube, namespace, secret
+        self.names = list(names)
+        self.certfile, self.keyfile = workdir / "tls.crt", workdir / "tls.key"
+
+    async def refresh(self, mutating: str, validating: str) -> None:
+        """Bring the Secret, the caBundle and the served files up to date."""
+        chain = await self._current_chain()
+        await self.kube.set_ca_bundle(mutating, validating, chain["ca.crt"])
+        self.certfile.write_bytes(chain["tls.crt"])
+        self.keyfile.write_bytes(chain["tls.key"])
+        self.keyfile.chmod(0o600)
+
+    async def keep_fresh(self, mutating: str, validating: str) -> None:
+        """Refresh twice a day for as long as the operator runs."""
+        while True:
+            await asyncio.sleep(REFRESH_SECONDS)
+            try:
+                await self.refresh(mutating, validating)
+            except Exception:  # the served certificate stays valid for weeks: retry later.
+                _log.exception("could not refresh the webhook certificate; retrying later")
+
+    async def _current_chain(self) -> Mapping[str, bytes]:
+        stored = await self.kube.read_secret(self.namespace, self.secret)
+        if stored is not None and not needs_renewal(stored.get("tls.crt", b""), self.names):
+            return stored
+        ca = (stored["ca.crt"], stored["ca.key"]) if stored and "ca.key" in stored else None
+        fresh = generate(self.names, ca=ca).as_secret_data()
+        if stored is not None:
+            await self.kube.replace_secret(self.namespace, self.secret, fresh)
+            return fresh
+        if await self.kube.create_secret(self.namespace, self.secret, fresh):
+            return fresh
+        # Another replica created it first: serve theirs, so the caBundle matches.
+        return await self.kube.read_secret(self.namespace, self.secret) or fresh

@@ -58,7 +58,7 @@ def workload(
     return Workload(kube, openbao, kube_openbao, tmp_path, namespace="solver-dev")
 
 
-async def _webhook_configurations(kube: RealisticKubernetes) -> None:
+async def webhook_configurations(kube: RealisticKubernetes) -> None:
     for path in ("/version", "/version/"):  # the official client asks for the latter.
         kube[f"get {path}"] << KUBERNETES_VERSION
     for kind, path in (
@@ -90,7 +90,7 @@ def operator(
     kube_openbao.add_role(BaoRole(role, [OPERATOR_NS], [role], policies=[role]))
     token_file = tmp_path / "operator-vault-token"
     token_file.write_text(kube.issue_token(OPERATOR_NS, role, audience="vault"))
-    asyncio.run(_webhook_configurations(kube))
+    asyncio.run(webhook_configurations(kube))
     port, probes, metrics = free_port(), free_port(), free_port()
     config = OperatorConfig(
         vault=VaultConfig(
