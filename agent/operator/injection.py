@@ -103,7 +103,7 @@ def plan_injection(
             ]
     auth = ((binding.get("spec") or {}).get("vault") or {}).get("auth") or {}
     audience = str(auth.get("audience") or config.token_audience)
-    return {
+    planned: dict[str, Any] = {
         "initContainers": [
             _agent_container(binding_name, pod, config, vault_addr),
             *(spec.get("initContainers") or []),
@@ -111,6 +111,18 @@ def plan_injection(
         "containers": containers,
         "volumes": [*(spec.get("volumes") or []), *_volumes(config, audience)],
     }
+    pod_security = spec.get("securityContext") or {}
+    if "runAsUser" not in pod_security:
+        # The agent then runs as AGENT_UID and writes the key group-readable (0440) with
+        # its group: give every container that group, so an application running as any
+        # user can read it. A supplemental group changes no volume ownership.
+        groups = list(pod_security.get("supplementalGroups") or [])
+        if AGENT_UID not in groups:
+            planned["securityContext"] = {
+                **pod_security,
+                "supplementalGroups": [*groups, AGENT_UID],
+            }
+    return planned
 
 
 def _target_containers(containers: Sequence[Mapping[str, Any]], wanted: str) -> set[str]:

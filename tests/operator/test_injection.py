@@ -450,3 +450,18 @@ def test_vault_ca_volume_name_clash(config: InjectionConfig) -> None:
         plan_injection(pod, make_binding(), config, vault_addr=VAULT_ADDR)
     assert "captchaai-vault-ca" in str(info.value)
     assert "rename" in str(info.value)
+
+
+def test_pod_without_a_user_gets_the_agents_group_so_any_user_can_read_the_key() -> None:
+    injected = inject(make_pod(securityContext={"supplementalGroups": [4000], "fsGroup": 2000}))
+    security = injected["spec"]["securityContext"]
+    assert security["supplementalGroups"] == [4000, 65532]
+    assert security["fsGroup"] == 2000  # the rest of the pod's security context is kept
+    assert agent_of(injected)["securityContext"]["runAsGroup"] == 65532
+    assert_valid_pod(injected)
+
+
+def test_pod_with_a_user_is_left_to_share_it_with_the_agent() -> None:
+    injected = inject(make_pod(securityContext={"runAsUser": 1000, "runAsGroup": 1000}))
+    assert injected["spec"]["securityContext"] == {"runAsUser": 1000, "runAsGroup": 1000}
+    assert "runAsUser" not in agent_of(injected)["securityContext"]
