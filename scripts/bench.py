@@ -16,7 +16,6 @@ realistic), the real ``captchakey`` processes. Prints a table and writes
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime
 import os
 import platform
@@ -33,8 +32,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.operator.conftest import KUBERNETES_VERSION  # noqa: E402
-from tests.rig.helpers import free_port  # noqa: E402
+from tests.operator.conftest import operator_on_loopback  # noqa: E402
+from tests.rig.helpers import free_port, wait_until  # noqa: E402
 from tests.rig.kube import RealisticKubernetes, configure_kubernetes_auth  # noqa: E402
 from tests.rig.openbao import OpenBaoServer  # noqa: E402
 from tests.rig.scenario import Workload, running_agent  # noqa: E402
@@ -58,14 +57,6 @@ def agent_status(port: int) -> dict[str, Any]:
     except (requests.RequestException, ValueError):
         return {}
     return answer
-
-
-def wait(predicate: Any, seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("benchmark condition not met")
-        time.sleep(0.01)
 
 
 async def agent_memory(
@@ -105,14 +96,16 @@ async def agent_memory(
     )
     try:
         (tmp / f"keys-{int(preload)}").mkdir(exist_ok=True)
-        await asyncio.to_thread(wait, lambda: agent_status(port).get("version") == 1)
+        await asyncio.to_thread(wait_until, lambda: agent_status(port).get("version") == 1, 60)
         started, _ = rss_kib(process.pid)
         for _ in range(ROTATIONS):
             version = workload.put_key(os.urandom(16).hex())
             await workload.patch_binding(
                 "captchaai", {"status": {"currentVersion": version}}, status=True
             )
-            await asyncio.to_thread(wait, lambda v=version: agent_status(port).get("version") == v)
+            await asyncio.to_thread(
+                wait_until, lambda v=version: agent_status(port).get("version") == v
+            )
         after, peak = rss_kib(process.pid)
     finally:
         process.terminate()
@@ -120,37 +113,16 @@ async def agent_memory(
     return {"start": started / 1024, "after": after / 1024, "peak": peak / 1024}
 
 
-async def admission_latency(tmp: Path) -> dict[str, float]:
+def admission_latency(tmp: Path) -> dict[str, float]:
     """p50/p99 of /mutate-pods: an injected pod vs a pod that did not opt in."""
     import uuid
 
-    import kopf
-
-    from agent.operator.app import run_operator
     from agent.operator.config import OperatorConfig, VaultConfig
-    from agent.operator.kube import KubeApi
-    from tests.rig.scenario import kopf_in_thread
 
     kube = RealisticKubernetes()
     kube.start()
     try:
-        for path in ("/version", "/version/"):
-            kube[f"get {path}"] << KUBERNETES_VERSION
-        for plural, kind in (
-            ("mutatingwebhookconfigurations", "MutatingWebhookConfiguration"),
-            ("validatingwebhookconfigurations", "ValidatingWebhookConfiguration"),
-        ):
-            await kube.call(
-                "POST",
-                f"/apis/admissionregistration.k8s.io/v1/{plural}",
-                {
-                    "apiVersion": "admissionregistration.k8s.io/v1",
-                    "kind": kind,
-                    "metadata": {"name": "captcha-key-agent"},
-                    "webhooks": [],
-                },
-            )
-        await kube.call(
+        binding = kube.call(
             "POST",
             "/apis/captchakeys.io/v1alpha1/namespaces/bench/captchakeybindings",
             {
@@ -160,34 +132,17 @@ async def admission_latency(tmp: Path) -> dict[str, float]:
                 "spec": {"environment": "dev", "vault": {"auth": {"role": "r"}}},
             },
         )
+        asyncio.run(binding)
         port = free_port()
         config = OperatorConfig(
             vault=VaultConfig(address="http://127.0.0.1:1"), peering_name=None, webhook_port=port
         )
 
-        async def main(stop: asyncio.Event, ready: asyncio.Event) -> None:
-            await run_operator(
-                config,
-                "captcha-system",
-                kube=KubeApi.connect(kube.api_url, kube.admin_token),
-                connection=kopf.ConnectionInfo(server=kube.api_url, token=kube.admin_token),
-                webhook_host="127.0.0.1",
-                extra_names=("127.0.0.1",),
-                stop_flag=stop,
-                ready_flag=ready,
-            )
-
-        with kopf_in_thread(main):
-            secret = await kube.call(
-                "GET", "/api/v1/namespaces/captcha-system/secrets/captcha-key-agent-webhook-tls"
-            )
-            ca = tmp / "ca.crt"
-            ca.write_bytes(base64.b64decode(secret["data"]["ca.crt"]))
+        with operator_on_loopback(kube, config, tmp) as operator:
+            ca = operator.ca_file
             # verify per request: REQUESTS_CA_BUNDLE in the environment overrides Session.verify.
             session = requests.Session()
-            wait(lambda: _port_open(port))
-
-            url = f"https://127.0.0.1:{port}/mutate-pods"
+            url = f"{operator.url}/mutate-pods"
 
             def measure(opted_in: bool) -> list[float]:
                 samples = []
@@ -222,9 +177,9 @@ async def admission_latency(tmp: Path) -> dict[str, float]:
                     assert answer.json()["response"]["allowed"]
                 return samples
 
-            await asyncio.to_thread(measure, True)  # warm-up: connections, caches
-            injected = await asyncio.to_thread(measure, True)
-            untouched = await asyncio.to_thread(measure, False)
+            measure(True)  # warm-up: connections, caches
+            injected = measure(True)
+            untouched = measure(False)
     finally:
         kube.stop()
 
@@ -239,16 +194,6 @@ async def admission_latency(tmp: Path) -> dict[str, float]:
         "noop_p50": pct(untouched, 50),
         "noop_p99": pct(untouched, 99),
     }
-
-
-def _port_open(port: int) -> bool:
-    import socket
-
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
 
 
 async def fleet_rotation(
@@ -274,8 +219,9 @@ async def fleet_rotation(
                 )
             )
             outs.append(out)
+        # Generous: twenty agents log in at once through the in-process rig's TokenReview.
         await asyncio.to_thread(
-            wait, lambda: all(keyfile.read_metadata(o / "api_key") for o in outs)
+            wait_until, lambda: all(keyfile.read_metadata(o / "api_key") for o in outs), 120
         )
         logins_before = sum(a.agent.refresher.client.logins for a in agents if a.agent)
         started = time.perf_counter()
@@ -285,10 +231,11 @@ async def fleet_rotation(
             "captchaai", {"status": {"currentVersion": version}}, status=True
         )
         await asyncio.to_thread(
-            wait,
+            wait_until,
             lambda: all(
                 (m := keyfile.read_metadata(o / "api_key")) and m.version == version for o in outs
             ),
+            60,
         )
         elapsed = time.perf_counter() - started
         logins_after = sum(a.agent.refresher.client.logins for a in agents if a.agent)
@@ -313,7 +260,7 @@ async def main() -> None:
             many = await fleet_rotation(kube, bao, tmp, FLEET)
         finally:
             kube.stop()
-        admission = await admission_latency(tmp)
+        admission = await asyncio.to_thread(admission_latency, tmp)
         bao.stop()
     rows = [
         (

@@ -8,6 +8,7 @@ agents beside it (``tests.rig.scenario.running_agent``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -90,8 +91,7 @@ def operator(
     kube_openbao.add_role(BaoRole(role, [OPERATOR_NS], [role], policies=[role]))
     token_file = tmp_path / "operator-vault-token"
     token_file.write_text(kube.issue_token(OPERATOR_NS, role, audience="vault"))
-    asyncio.run(webhook_configurations(kube))
-    port, probes, metrics = free_port(), free_port(), free_port()
+    port = free_port()
     config = OperatorConfig(
         vault=VaultConfig(
             address=openbao.addr,
@@ -105,6 +105,22 @@ def operator(
         webhook_port=port,
         tls=TLSConfig(secret_name="captcha-key-agent-webhook-tls"),
     )
+
+    with operator_on_loopback(kube, config, tmp_path) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def operator_on_loopback(
+    kube: RealisticKubernetes, config: OperatorConfig, tmp_path: Path
+) -> Iterator[RunningOperator]:
+    """Run the operator against the rig until the block ends: HTTPS webhooks, probes, metrics.
+
+    Its webhook configurations and the cluster version are declared first, as the chart and
+    the cluster would provide them; the yielded object knows the CA that signs the webhook.
+    """
+    asyncio.run(webhook_configurations(kube))
+    probes, metrics = free_port(), free_port()
 
     async def main(stop: asyncio.Event, ready: asyncio.Event) -> None:
         await run_operator(
@@ -123,10 +139,10 @@ def operator(
     with kopf_in_thread(main):
         ca_file = tmp_path / "webhook-ca.crt"
         asyncio.run(_wait_for_ca(kube, ca_file))
-        _wait_for_port(port)
+        _wait_for_port(config.webhook_port)
         yield RunningOperator(
             config,
-            f"https://127.0.0.1:{port}",
+            f"https://127.0.0.1:{config.webhook_port}",
             ca_file,
             probes_url=f"http://127.0.0.1:{probes}",
             metrics_url=f"http://127.0.0.1:{metrics}/metrics",
