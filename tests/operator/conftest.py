@@ -59,9 +59,10 @@ def workload(
     return Workload(kube, openbao, kube_openbao, tmp_path, namespace="solver-dev")
 
 
-async def webhook_configurations(kube: RealisticKubernetes) -> None:
+async def webhook_configurations(kube: RealisticKubernetes, minor: int = 31) -> None:
+    version = {**KUBERNETES_VERSION, "minor": str(minor), "gitVersion": f"v1.{minor}.0"}
     for path in ("/version", "/version/"):  # the official client asks for the latter.
-        kube[f"get {path}"] << KUBERNETES_VERSION
+        kube[f"get {path}"] << version
     for kind, path in (
         ("MutatingWebhookConfiguration", "mutatingwebhookconfigurations"),
         ("ValidatingWebhookConfiguration", "validatingwebhookconfigurations"),
@@ -112,14 +113,14 @@ def operator(
 
 @contextlib.contextmanager
 def operator_on_loopback(
-    kube: RealisticKubernetes, config: OperatorConfig, tmp_path: Path
+    kube: RealisticKubernetes, config: OperatorConfig, tmp_path: Path, *, minor: int = 31
 ) -> Iterator[RunningOperator]:
     """Run the operator against the rig until the block ends: HTTPS webhooks, probes, metrics.
 
     Its webhook configurations and the cluster version are declared first, as the chart and
     the cluster would provide them; the yielded object knows the CA that signs the webhook.
     """
-    asyncio.run(webhook_configurations(kube))
+    asyncio.run(webhook_configurations(kube, minor))
     probes, metrics = free_port(), free_port()
 
     async def main(stop: asyncio.Event, ready: asyncio.Event) -> None:

@@ -9,7 +9,8 @@ Covers:
   volumes, a Job pod); re-admission of an injected pod changes nothing; a pod that did not
   opt in is allowed untouched; each bad annotation is denied with its message;
 - validation: a good binding is allowed; a binding for an environment the operator does not
-  serve, or a path outside its prefix, is denied with a message saying what to fix.
+  serve, or a path outside its prefix, is denied with a message saying what to fix;
+- a cluster older than 1.29 (no native sidecars): opted-in pods are refused with the reason.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ import jsonpatch
 import pytest
 import requests
 
+from agent.operator.config import OperatorConfig, VaultConfig
 from agent.operator.injection import AGENT_CONTAINER
-from tests.operator.conftest import OPERATOR_NS, RunningOperator
+from tests.operator.conftest import OPERATOR_NS, RunningOperator, operator_on_loopback
+from tests.rig.helpers import free_port
 from tests.rig.kube import RealisticKubernetes
 from tests.rig.scenario import Workload
 
@@ -198,3 +201,20 @@ async def test_operator_namespace_secret_holds_the_chain(
     )
     assert set(secret["data"]) == {"ca.crt", "ca.key", "tls.crt", "tls.key"}
     assert Path(operator.ca_file).read_bytes() == base64.b64decode(secret["data"]["ca.crt"])
+
+
+def test_clusters_without_native_sidecars_are_refused_clearly(
+    kube: RealisticKubernetes, workload: Workload, tmp_path: Path
+) -> None:
+    asyncio.run(workload.create_binding("captchaai"))
+    config = OperatorConfig(
+        vault=VaultConfig(address=workload.openbao.addr),
+        environments=(workload.environment,),
+        peering_name=None,
+        webhook_port=free_port(),
+    )
+    with operator_on_loopback(kube, config, tmp_path, minor=28) as old_cluster:
+        answer, _ = asyncio.run(mutate(old_cluster, pod(workload)))
+    assert not answer["allowed"]
+    assert "runs Kubernetes 1.28" in answer["status"]["message"]
+    assert "needs >= 1.29" in answer["status"]["message"]
