@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["Metrics", "serve_metrics", "serve_probes"]
+from agent.sidecar.health import serve_routes
 
-_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+__all__ = ["Metrics", "serve_metrics", "serve_probes"]
 
 
 class Metrics:
@@ -73,7 +72,7 @@ async def serve_probes(host: str, port: int, webhook_port: int) -> web.AppRunner
             await writer.wait_closed()
         return web.Response(text="ready\n")
 
-    return await _serve(host, port, {"/healthz": healthz, "/readyz": readyz})
+    return await serve_routes(host, port, {"/healthz": healthz, "/readyz": readyz})
 
 
 async def serve_metrics(metrics: Metrics, host: str, port: int) -> web.AppRunner:
@@ -82,14 +81,4 @@ async def serve_metrics(metrics: Metrics, host: str, port: int) -> web.AppRunner
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 
-    return await _serve(host, port, {"/metrics": render})
-
-
-async def _serve(host: str, port: int, routes: dict[str, _Handler]) -> web.AppRunner:
-    app = web.Application()
-    for path, handler in routes.items():
-        app.router.add_get(path, handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    return runner
+    return await serve_routes(host, port, {"/metrics": render})

@@ -11,11 +11,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from aiohttp import web
 
-__all__ = ["StatusSource", "serve_health"]
+__all__ = ["Handler", "StatusSource", "serve_health", "serve_routes"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class StatusSource(Protocol):
@@ -44,10 +47,16 @@ async def serve_health(agent: StatusSource, host: str, port: int) -> web.AppRunn
     async def status(_: web.Request) -> web.Response:
         return web.json_response(agent.status())
 
+    return await serve_routes(
+        host, port, {"/healthz": healthz, "/readyz": readyz, "/status": status}
+    )
+
+
+async def serve_routes(host: str, port: int, routes: Mapping[str, Handler]) -> web.AppRunner:
+    """A small GET-only HTTP server; the caller owns the runner and cleans it up."""
     app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/status", status)
+    for path, handler in routes.items():
+        app.router.add_get(path, handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
