@@ -12,7 +12,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from agent import keyfile
 from agent.vault import SecretRef
@@ -25,6 +25,7 @@ __all__ = [
     "BindingSpec",
     "InvalidBindingError",
     "VaultAuthSpec",
+    "WorkloadAuth",
 ]
 
 GROUP = "captchakeys.io"
@@ -32,7 +33,8 @@ VERSION = "v1alpha1"
 PLURAL = "captchakeybindings"
 KIND = "CaptchaKeyBinding"
 
-AUTH_METHODS = ("kubernetes", "jwt")
+WorkloadAuth = Literal["kubernetes", "jwt"]  # a pod proves itself with its service account.
+AUTH_METHODS: tuple[WorkloadAuth, ...] = ("kubernetes", "jwt")
 DEFAULT_PATH = "captchaai/{environment}"
 DEFAULT_REFRESH_SECONDS = 3600
 
@@ -49,7 +51,7 @@ class VaultAuthSpec:
 
     address: str | None
     namespace: str | None
-    method: str
+    method: WorkloadAuth
     mount: str
     role: str
     audience: str
@@ -83,11 +85,7 @@ class BindingSpec:
         auth = vault.get("auth") or {}
         kv = spec.get("kv") or {}
         file = spec.get("file") or {}
-        method = str(auth.get("method") or "kubernetes")
-        if method not in AUTH_METHODS:
-            raise InvalidBindingError(
-                f"spec.vault.auth.method {method!r} is not one of {', '.join(AUTH_METHODS)}"
-            )
+        method = _auth_method(auth.get("method") or "kubernetes")
         version = kv.get("version")
         if version is not None and (not isinstance(version, int) or version < 1):
             raise InvalidBindingError(
@@ -127,6 +125,15 @@ class BindingSpec:
             file_mode=mode,
             rotation_request=(spec.get("rotation") or {}).get("requestedAt") or None,
         )
+
+
+def _auth_method(value: object) -> WorkloadAuth:
+    for method in AUTH_METHODS:
+        if value == method:
+            return method
+    raise InvalidBindingError(
+        f"spec.vault.auth.method {value!r} is not one of {', '.join(AUTH_METHODS)}"
+    )
 
 
 def resolve_path(template: str, environment: str) -> str:

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import yaml
 
+from agent.binding import AUTH_METHODS, WorkloadAuth
+
 __all__ = ["ConfigError", "InjectionConfig", "OperatorConfig", "TLSConfig", "VaultConfig"]
 
 
@@ -26,7 +28,7 @@ class VaultConfig:
     address: str = "https://vault.vault.svc:8200"
     ca_cert_file: str | None = None
     namespace: str | None = None
-    auth_method: str = "kubernetes"
+    auth_method: WorkloadAuth = "kubernetes"
     auth_mount: str = "kubernetes"
     auth_role: str = "captcha-key-operator"
     token_file: Path = Path("/var/run/secrets/captchakeys/vault/token")
@@ -104,7 +106,7 @@ class OperatorConfig:
                 address=vault.get("address", str, VaultConfig.address),
                 ca_cert_file=vault.get("caCertFile", str, "") or None,
                 namespace=vault.get("namespace", str, "") or None,
-                auth_method=auth.get("method", str, "kubernetes", choices=("kubernetes", "jwt")),
+                auth_method=auth.get("method", str, "kubernetes", choices=AUTH_METHODS),
                 auth_mount=auth.get("mount", str, "") or auth.get("method", str, "kubernetes"),
                 auth_role=auth.get("role", str, VaultConfig.auth_role),
                 token_file=Path(auth.get("tokenFile", str, str(VaultConfig.token_file))),

@@ -246,7 +246,7 @@ class StatusKeeper:
         key = (address, spec.vault.namespace or vault.namespace)
         if key not in self._clients:
             auth = auth_from_settings(
-                "kubernetes" if vault.auth_method == "kubernetes" else "jwt",
+                vault.auth_method,
                 role=vault.auth_role,
                 mount=vault.auth_mount,
                 token_file=vault.token_file,

@@ -147,7 +147,7 @@ class BindingAgent:
 
     def _client(self, vault: VaultAuthSpec) -> VaultClient:
         auth = auth_from_settings(
-            "kubernetes" if vault.method == "kubernetes" else "jwt",
+            vault.method,
             role=vault.role,
             mount=vault.mount,
             token_file=self.defaults.token_file,
