@@ -39,6 +39,23 @@ def _health_address(value: str) -> tuple[str, int] | None:
     return host or "0.0.0.0", int(port)  # noqa: S104 - the kubelet probes the pod IP.
 
 
+# Where Vault is and whom to trust there: the agent and `rotate` both talk to it.
+_vault_addr = click.option(
+    "--vault-addr",
+    envvar="VAULT_ADDR",
+    show_envvar=True,
+    default="https://127.0.0.1:8200",
+    help="Vault (or OpenBao) address.",
+)
+_vault_cacert = click.option(
+    "--vault-cacert",
+    envvar="VAULT_CACERT",
+    show_envvar=True,
+    type=click.Path(dir_okay=False),
+    help="PEM CA bundle that signed Vault's certificate.",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="captchakey")
 def main() -> None:
@@ -46,20 +63,8 @@ def main() -> None:
 
 
 @main.command("agent")
-@click.option(
-    "--vault-addr",
-    envvar="VAULT_ADDR",
-    show_envvar=True,
-    default="https://127.0.0.1:8200",
-    help="Vault (or OpenBao) address.",
-)
-@click.option(
-    "--vault-cacert",
-    envvar="VAULT_CACERT",
-    show_envvar=True,
-    type=click.Path(dir_okay=False),
-    help="PEM CA bundle that signed Vault's certificate.",
-)
+@_vault_addr
+@_vault_cacert
 @click.option(
     "--vault-namespace",
     envvar="VAULT_NAMESPACE",
@@ -358,12 +363,8 @@ def operator_command(
     is_flag=True,
     help="Read a new key from stdin and store it in Vault first (never pass it in argv).",
 )
-@click.option(
-    "--vault-addr", envvar="VAULT_ADDR", show_envvar=True, default="https://127.0.0.1:8200"
-)
-@click.option(
-    "--vault-cacert", envvar="VAULT_CACERT", show_envvar=True, type=click.Path(dir_okay=False)
-)
+@_vault_addr
+@_vault_cacert
 @click.option(
     "--timeout",
     type=click.FloatRange(min=1),
