@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agent import keyfile
+from agent import keyfile, keyrules
 from agent.vault import SecretRef
 
 __all__ = [
@@ -68,6 +68,7 @@ class BindingSpec:
     file_name: str
     file_mode: int
     rotation_request: str | None
+    key_rules: keyrules.KeyRules = field(default_factory=keyrules.KeyRules)
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> BindingSpec:
@@ -124,7 +125,30 @@ class BindingSpec:
             file_name=file_name,
             file_mode=mode,
             rotation_request=(spec.get("rotation") or {}).get("requestedAt") or None,
+            key_rules=_key_rules(spec.get("key") or {}),
         )
+
+
+def _key_rules(key: Mapping[str, Any]) -> keyrules.KeyRules:
+    """``spec.key``: the binding's limits on what a key may look like (see agent.keyrules)."""
+    max_length = key.get("maxLength", keyrules.DEFAULT_MAX_LENGTH)
+    if (
+        not isinstance(max_length, int)
+        or isinstance(max_length, bool)
+        or not 1 <= max_length <= keyrules.HARD_MAX_LENGTH
+    ):
+        raise InvalidBindingError(
+            f"spec.key.maxLength must be an integer from 1 to {keyrules.HARD_MAX_LENGTH} "
+            f"(the pod's key volume is 1 MiB), not {max_length!r}"
+        )
+    key_format = key.get("format", "any")
+    for known in keyrules.FORMATS:
+        if key_format == known:
+            return keyrules.KeyRules(max_length=max_length, format=known)
+    raise InvalidBindingError(
+        f"spec.key.format {key_format!r} is not one of {', '.join(keyrules.FORMATS)} "
+        "(captchaai: 32 lowercase hexadecimal characters)"
+    )
 
 
 def _auth_method(value: object) -> WorkloadAuth:
