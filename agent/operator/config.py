@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 
 from agent.binding import AUTH_METHODS, WorkloadAuth
+from agent.operator.resources import ResourcesError, validate_resources
 
 __all__ = ["ConfigError", "InjectionConfig", "OperatorConfig", "TLSConfig", "VaultConfig"]
 
@@ -49,7 +50,7 @@ class InjectionConfig:
     resources: Mapping[str, Any] = field(
         default_factory=lambda: {
             "requests": {"cpu": "10m", "memory": "48Mi"},
-            "limits": {"memory": "96Mi"},
+            "limits": {"cpu": "200m", "memory": "96Mi"},
         }
     )
     refresh_interval_seconds: int = 3600
@@ -133,7 +134,7 @@ class OperatorConfig:
             injection=InjectionConfig(
                 image=inj.get("image", str, InjectionConfig.image),
                 image_pull_policy=inj.get("imagePullPolicy", str, "IfNotPresent"),
-                resources=inj.get("resources", dict, InjectionConfig().resources),
+                resources=_agent_resources(inj.get("resources", dict, InjectionConfig().resources)),
                 refresh_interval_seconds=inj.get("refreshIntervalSeconds", int, 3600, minimum=10),
                 mount_path=inj.get("mountPath", str, InjectionConfig.mount_path),
                 token_audience=inj.get("tokenAudience", str, "vault"),
@@ -150,6 +151,13 @@ class OperatorConfig:
         for section in (top, vault, auth, kv, webhook, tls, inj, log, peering):
             section.refuse_unknown()
         return config
+
+
+def _agent_resources(value: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    try:
+        return validate_resources(value, "injection.resources")
+    except ResourcesError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")

@@ -20,14 +20,24 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agent.operator.config import InjectionConfig
+from agent.operator.resources import (
+    ResourcesError,
+    agent_resources,
+    resources_from_annotation,
+    validate_resources,
+)
 
 __all__ = [
     "AGENT_CONTAINER",
+    "AGENT_GID",
     "AGENT_PORT",
+    "AGENT_UID",
+    "ANNOTATION_AGENT_RESOURCES",
     "ANNOTATION_BINDING",
     "ANNOTATION_CONTAINERS",
     "ANNOTATION_MOUNT_PATH",
     "INJECT_LABEL",
+    "KEY_FILE_ENV",
     "InjectionError",
     "plan_injection",
 ]
@@ -36,6 +46,8 @@ INJECT_LABEL = "captchakeys.io/inject"
 ANNOTATION_BINDING = "captchakeys.io/binding"
 ANNOTATION_CONTAINERS = "captchakeys.io/containers"
 ANNOTATION_MOUNT_PATH = "captchakeys.io/mount-path"
+# A JSON object of requests/limits (cpu, memory) for the agent, over the chart's defaults.
+ANNOTATION_AGENT_RESOURCES = "captchakeys.io/agent-resources"
 AGENT_CONTAINER = "captcha-key-agent"
 AGENT_PORT = 8099
 KEY_VOLUME = "captchaai-key"
@@ -46,6 +58,8 @@ VAULT_TOKEN_DIR = "/var/run/secrets/captchakeys/vault"
 KUBE_API_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 VAULT_CA_DIR = "/etc/captchakeys/vault-ca"
 AGENT_UID = 65532
+AGENT_GID = 65532
+KEY_FILE_ENV = "CAPTCHAAI_KEY_FILE"
 
 # Mounting the key over these would break the container or hide what it needs.
 _SYSTEM_PATHS = ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/sbin",
@@ -66,14 +80,49 @@ def plan_injection(
     """The pod's new ``spec`` fields, or ``None`` when there is nothing to do.
 
     ``binding`` is the named CaptchaKeyBinding in the pod's namespace (``None``: absent).
+    A pod that already has the agent is being reinvoked (``reinvocationPolicy:
+    IfNeeded``: a later webhook changed it, e.g. added a container): only what is
+    missing is added (the key for containers that do not have it yet, the agent's group),
+    so a second pass over the same pod plans nothing.
     """
     metadata = pod.get("metadata") or {}
     if (metadata.get("labels") or {}).get(INJECT_LABEL) != "true":
         return None
     spec = pod.get("spec") or {}
-    if any(c.get("name") == AGENT_CONTAINER for c in spec.get("initContainers") or []):
-        return None  # admitted before (reinvocation, or a retried create): inject once.
     annotations = metadata.get("annotations") or {}
+    binding_name = _binding_name(annotations, binding)
+    containers: list[dict[str, Any]] = [dict(c) for c in spec.get("containers") or []]
+    targets = _target_containers(containers, annotations.get(ANNOTATION_CONTAINERS, ""))
+    mount_path = _mount_path(annotations.get(ANNOTATION_MOUNT_PATH, config.mount_path))
+    file_spec = ((binding or {}).get("spec") or {}).get("file") or {}
+    key_file = posixpath.join(mount_path, str(file_spec.get("name") or "api_key"))
+    planned: dict[str, Any] = {}
+    if any(c.get("name") == AGENT_CONTAINER for c in spec.get("initContainers") or []):
+        missing = {c["name"] for c in containers if c["name"] in targets
+                   and not _has_key(c, mount_path, key_file)}  # fmt: skip
+        _refuse_clashes(spec, containers, missing, mount_path, volumes=False)
+        if missing:
+            planned["containers"] = _give_key(containers, missing, mount_path, key_file)
+    else:
+        _refuse_clashes(spec, containers, targets, mount_path)
+        resources = _resources(annotations, config, spec)
+        auth = ((binding or {}).get("spec") or {}).get("vault") or {}
+        audience = str((auth.get("auth") or {}).get("audience") or config.token_audience)
+        planned = {
+            "initContainers": [
+                _agent_container(binding_name, config, vault_addr, resources),
+                *(spec.get("initContainers") or []),
+            ],
+            "containers": _give_key(containers, targets, mount_path, key_file),
+            "volumes": [*(spec.get("volumes") or []), *_volumes(config, audience)],
+        }
+    security = _with_agent_group(spec.get("securityContext") or {})
+    if security is not None:
+        planned["securityContext"] = security
+    return planned or None
+
+
+def _binding_name(annotations: Mapping[str, str], binding: Mapping[str, Any] | None) -> str:
     binding_name = annotations.get(ANNOTATION_BINDING, "").strip()
     if not binding_name:
         raise InjectionError(
@@ -85,44 +134,66 @@ def plan_injection(
             f"CaptchaKeyBinding {binding_name!r} (annotation {ANNOTATION_BINDING}) does not exist "
             "in this namespace: create it first (kubectl get ckb) or fix the annotation"
         )
-    containers: list[dict[str, Any]] = [dict(c) for c in spec.get("containers") or []]
-    targets = _target_containers(containers, annotations.get(ANNOTATION_CONTAINERS, ""))
-    mount_path = _mount_path(annotations.get(ANNOTATION_MOUNT_PATH, config.mount_path))
-    _refuse_clashes(spec, containers, targets, mount_path)
-    file_spec = (binding.get("spec") or {}).get("file") or {}
-    key_file = posixpath.join(mount_path, str(file_spec.get("name") or "api_key"))
+    return binding_name
+
+
+def _has_key(container: Mapping[str, Any], mount_path: str, key_file: str) -> bool:
+    mounted = any(
+        m.get("name") == KEY_VOLUME and m.get("mountPath") == mount_path
+        for m in container.get("volumeMounts") or []
+    )
+    told = {"name": KEY_FILE_ENV, "value": key_file} in (container.get("env") or [])
+    return mounted and told
+
+
+def _give_key(
+    containers: list[dict[str, Any]], targets: set[str], mount_path: str, key_file: str
+) -> list[dict[str, Any]]:
+    """The containers, the targets with the key mounted read-only and ``CAPTCHAAI_KEY_FILE``."""
     for container in containers:
-        if container["name"] in targets:
-            container["volumeMounts"] = [
-                *container.get("volumeMounts", []),
-                {"name": KEY_VOLUME, "mountPath": mount_path, "readOnly": True},
-            ]
-            container["env"] = [
-                *[e for e in container.get("env", []) if e.get("name") != "CAPTCHAAI_KEY_FILE"],
-                {"name": "CAPTCHAAI_KEY_FILE", "value": key_file},
-            ]
-    auth = ((binding.get("spec") or {}).get("vault") or {}).get("auth") or {}
-    audience = str(auth.get("audience") or config.token_audience)
-    planned: dict[str, Any] = {
-        "initContainers": [
-            _agent_container(binding_name, pod, config, vault_addr),
-            *(spec.get("initContainers") or []),
-        ],
-        "containers": containers,
-        "volumes": [*(spec.get("volumes") or []), *_volumes(config, audience)],
-    }
-    pod_security = spec.get("securityContext") or {}
-    if "runAsUser" not in pod_security:
-        # The agent then runs as AGENT_UID and writes the key group-readable (0440) with
-        # its group: give every container that group, so an application running as any
-        # user can read it. A supplemental group changes no volume ownership.
-        groups = list(pod_security.get("supplementalGroups") or [])
-        if AGENT_UID not in groups:
-            planned["securityContext"] = {
-                **pod_security,
-                "supplementalGroups": [*groups, AGENT_UID],
-            }
-    return planned
+        if container["name"] not in targets:
+            continue
+        mounts = [m for m in container.get("volumeMounts", []) if m.get("name") != KEY_VOLUME]
+        container["volumeMounts"] = [
+            *mounts,
+            {"name": KEY_VOLUME, "mountPath": mount_path, "readOnly": True},
+        ]
+        container["env"] = [
+            *[e for e in container.get("env", []) if e.get("name") != KEY_FILE_ENV],
+            {"name": KEY_FILE_ENV, "value": key_file},
+        ]
+    return containers
+
+
+def _with_agent_group(pod_security: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The pod's security context with the agent's group added to every container.
+
+    The agent runs as AGENT_UID:AGENT_GID and writes the key 0440 (never world-readable):
+    owned by itself and group AGENT_GID, or group ``fsGroup`` when the pod sets one (the
+    kubelet makes the volume setgid to it). Every container of a pod gets the pod's
+    supplementalGroups and its fsGroup, whatever user or group it runs as, so with
+    AGENT_GID among them every container can read the key and nobody else can. A
+    supplemental group changes no volume ownership. ``None``: already there.
+    """
+    groups = list(pod_security.get("supplementalGroups") or [])
+    if AGENT_GID in groups:
+        return None
+    return {**pod_security, "supplementalGroups": [*groups, AGENT_GID]}
+
+
+def _resources(
+    annotations: Mapping[str, str], config: InjectionConfig, spec: Mapping[str, Any]
+) -> dict[str, dict[str, str]]:
+    """The agent's resources: the config's, or the annotation's; Guaranteed pods stay so."""
+    try:
+        configured = validate_resources(config.resources, "injection.resources")
+        text = annotations.get(ANNOTATION_AGENT_RESOURCES)
+        if text is not None:
+            configured = resources_from_annotation(text, configured, ANNOTATION_AGENT_RESOURCES)
+        containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+        return agent_resources(configured, containers)
+    except ResourcesError as exc:
+        raise InjectionError(str(exc)) from None
 
 
 def _target_containers(containers: Sequence[Mapping[str, Any]], wanted: str) -> set[str]:
@@ -158,10 +229,17 @@ def _mount_path(path: str) -> str:
 
 
 def _refuse_clashes(
-    spec: Mapping[str, Any], containers: Sequence[Mapping[str, Any]], targets: set[str], path: str
+    spec: Mapping[str, Any],
+    containers: Sequence[Mapping[str, Any]],
+    targets: set[str],
+    path: str,
+    *,
+    volumes: bool = True,
 ) -> None:
+    """Refuse names and paths the injection would collide with (``volumes``: our volumes too)."""
     ours = {KEY_VOLUME, VAULT_TOKEN_VOLUME, KUBE_API_VOLUME, VAULT_CA_VOLUME}
-    clash = sorted(ours & {str(v.get("name")) for v in spec.get("volumes") or []})
+    present = {str(v.get("name")) for v in spec.get("volumes") or []} if volumes else set()
+    clash = sorted(ours & present)
     if clash:
         raise InjectionError(
             f"the pod already has volume(s) named {', '.join(clash)}, which the key agent "
@@ -171,6 +249,8 @@ def _refuse_clashes(
         if container.get("name") not in targets:
             continue
         for mount in container.get("volumeMounts") or []:
+            if mount.get("name") == KEY_VOLUME:
+                continue  # ours, from an earlier pass.
             if posixpath.normpath(str(mount.get("mountPath"))) == path:
                 raise InjectionError(
                     f"container {container.get('name')!r} already mounts {mount.get('name')!r} "
@@ -179,20 +259,20 @@ def _refuse_clashes(
 
 
 def _agent_container(
-    binding: str, pod: Mapping[str, Any], config: InjectionConfig, vault_addr: str
+    binding: str, config: InjectionConfig, vault_addr: str, resources: Mapping[str, Any]
 ) -> dict[str, Any]:
-    pod_security = (pod.get("spec") or {}).get("securityContext") or {}
+    # Its own identity whatever the pod says: a pod-level runAsUser (0 in legacy charts,
+    # or the application's user) would otherwise be inherited. Container-level fields
+    # win over the pod's, so these hold for every pod shape.
     security: dict[str, Any] = {
+        "runAsUser": AGENT_UID,
+        "runAsGroup": AGENT_GID,
         "runAsNonRoot": True,
         "readOnlyRootFilesystem": True,
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
-    if "runAsUser" not in pod_security:
-        # Same user as the application when the pod sets one (so a 0440 key is
-        # readable by it); otherwise a fixed unprivileged user.
-        security.update(runAsUser=AGENT_UID, runAsGroup=AGENT_UID)
 
     def probe(path: str, period: int, failures: int) -> dict[str, Any]:
         return {
@@ -230,7 +310,7 @@ def _agent_container(
         "startupProbe": probe("/readyz", 1, 300),
         "readinessProbe": probe("/readyz", 10, 3),
         "livenessProbe": probe("/healthz", 20, 3),
-        "resources": dict(config.resources),
+        "resources": dict(resources),
         "securityContext": security,
         "volumeMounts": mounts,
     }

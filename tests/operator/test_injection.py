@@ -8,8 +8,16 @@ Aspects covered:
 - existing initContainers and volumes are kept (agent first, the pod's own after).
 - a Job-style pod (restartPolicy Never / OnFailure) gets a native sidecar
   (``restartPolicy: Always`` on the agent's init container).
-- the agent container: restricted security context, runAsUser inherited from the pod
-  (none of its own) or 65532, startup probe on /readyz:8099, resources from the config.
+- the agent container: restricted security context, always its own user and group 65532
+  whatever the pod's security context says (root, another user, a group), the pod gets
+  group 65532 as a supplemental group once; startup probe on /readyz:8099.
+- reinvocation: a container added by a later webhook gets the key (not one the
+  containers annotation leaves out), a dropped agent group is restored, a second pass
+  plans nothing.
+- resources: a Guaranteed pod's agent requests its limits (the pod stays Guaranteed, also
+  with quantities spelled differently); other pods get the configured resources, always
+  with limits; the ``captchakeys.io/agent-resources`` annotation overrides them, and each
+  bad value is refused naming the annotation and the problem.
 - app containers: CAPTCHAAI_KEY_FILE = mount path + the binding's spec.file.name, the key
   volume mounted read-only; the key volume is an in-memory emptyDir.
 - the Vault token projection uses the binding's audience (or the config default) and is
@@ -18,7 +26,7 @@ Aspects covered:
   binding annotation, absent binding, unknown container (lists the pod's containers),
   mount path relative / over a system path / not normalised (also a leading "//"),
   volume name clash, a target container already mounting something at the mount path.
-- the injected pod validates as a Pod against the Kubernetes 1.29 schema (strict).
+- the injected pod validates as a Pod against the Kubernetes 1.29 and 1.37 schemas (strict).
 """
 
 from __future__ import annotations
@@ -33,7 +41,10 @@ import pytest
 from agent.operator.config import InjectionConfig
 from agent.operator.injection import (
     AGENT_CONTAINER,
+    AGENT_GID,
     AGENT_PORT,
+    AGENT_UID,
+    ANNOTATION_AGENT_RESOURCES,
     ANNOTATION_BINDING,
     ANNOTATION_CONTAINERS,
     ANNOTATION_MOUNT_PATH,
@@ -41,11 +52,16 @@ from agent.operator.injection import (
     InjectionError,
     plan_injection,
 )
+from agent.operator.resources import qos_class
 
 VAULT_ADDR = "https://vault.vault.svc:8200"
+SUPPORTED_KUBERNETES = ("1.29.0", "1.37.0")  # the oldest and the newest supported.
 CONFIG = InjectionConfig(
     image="registry.example/captcha-key-agent:9.9.9",
-    resources={"requests": {"cpu": "7m", "memory": "33Mi"}, "limits": {"memory": "77Mi"}},
+    resources={
+        "requests": {"cpu": "7m", "memory": "33Mi"},
+        "limits": {"cpu": "70m", "memory": "77Mi"},
+    },
     token_audience="config-audience",
 )
 
@@ -137,7 +153,8 @@ def key_mounts(c: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def assert_valid_pod(pod: dict[str, Any]) -> None:
-    kubernetes_validate.validate(pod, "1.29.0", strict=True)
+    for version in SUPPORTED_KUBERNETES:
+        kubernetes_validate.validate(pod, version, strict=True)
 
 
 # --- what gets injected --------------------------------------------------------------
@@ -255,12 +272,17 @@ def test_agent_security_context_is_restricted_with_its_own_user_by_default() -> 
     assert security["runAsUser"] == 65532
 
 
-def test_agent_inherits_the_pods_run_as_user() -> None:
-    pod = inject(make_pod("app", securityContext={"runAsUser": 1000, "runAsGroup": 1000}))
+@pytest.mark.parametrize(
+    "pod_security",
+    [{"runAsUser": 0}, {"runAsUser": 1000, "runAsGroup": 1000}, {"runAsGroup": 0}, {}],
+)
+def test_agent_runs_as_its_own_user_whatever_the_pod_says(pod_security: dict[str, int]) -> None:
+    pod = inject(make_pod("app", securityContext=dict(pod_security)))
     security = agent_of(pod)["securityContext"]
-    assert "runAsUser" not in security
+    assert (security["runAsUser"], security["runAsGroup"]) == (AGENT_UID, AGENT_GID)
     assert security["runAsNonRoot"] is True
     assert security["capabilities"] == {"drop": ["ALL"]}
+    assert pod["spec"]["securityContext"] == {**pod_security, "supplementalGroups": [AGENT_GID]}
     assert_valid_pod(pod)
 
 
@@ -461,7 +483,115 @@ def test_pod_without_a_user_gets_the_agents_group_so_any_user_can_read_the_key()
     assert_valid_pod(injected)
 
 
-def test_pod_with_a_user_is_left_to_share_it_with_the_agent() -> None:
-    injected = inject(make_pod(securityContext={"runAsUser": 1000, "runAsGroup": 1000}))
-    assert injected["spec"]["securityContext"] == {"runAsUser": 1000, "runAsGroup": 1000}
-    assert "runAsUser" not in agent_of(injected)["securityContext"]
+def test_the_agents_group_is_added_once() -> None:
+    injected = inject(make_pod(securityContext={"supplementalGroups": [AGENT_GID, 7]}))
+    assert injected["spec"]["securityContext"] == {"supplementalGroups": [AGENT_GID, 7]}
+
+
+# --- reinvocation (reinvocationPolicy: IfNeeded) ----------------------------------------
+
+
+def test_reinvocation_gives_the_key_to_a_container_a_later_webhook_added() -> None:
+    pod = inject(make_pod("app"))
+    pod["spec"]["containers"].append({"name": "envoy", "image": "example/envoy:1"})
+    again = inject(pod)
+    envoy = container(again, "envoy")
+    assert env_of(envoy)["CAPTCHAAI_KEY_FILE"] == "/var/run/captchaai/api_key"
+    assert key_mounts(envoy) == [
+        {"name": "captchaai-key", "mountPath": "/var/run/captchaai", "readOnly": True}
+    ]
+    assert container(again, "app") == container(pod, "app")
+    assert [c["name"] for c in again["spec"]["initContainers"]] == [AGENT_CONTAINER]
+    assert again["spec"]["volumes"] == pod["spec"]["volumes"]
+    assert plan_injection(again, make_binding(), CONFIG, vault_addr=VAULT_ADDR) is None
+    assert_valid_pod(again)
+
+
+def test_reinvocation_respects_the_containers_annotation() -> None:
+    pod = inject(make_pod("app", annotations={ANNOTATION_CONTAINERS: "app"}))
+    pod["spec"]["containers"].append({"name": "envoy", "image": "example/envoy:1"})
+    assert plan_injection(pod, make_binding(), CONFIG, vault_addr=VAULT_ADDR) is None
+
+
+def test_reinvocation_restores_the_agents_group_a_later_webhook_dropped() -> None:
+    pod = inject(make_pod("app"))
+    pod["spec"]["securityContext"] = {"runAsUser": 1000}
+    plan = plan_injection(pod, make_binding(), CONFIG, vault_addr=VAULT_ADDR)
+    assert plan == {"securityContext": {"runAsUser": 1000, "supplementalGroups": [AGENT_GID]}}
+
+
+# --- resources and the QoS class --------------------------------------------------------
+
+
+def guaranteed(cpu: str = "500m", memory: str = "256Mi") -> dict[str, Any]:
+    both = {"cpu": cpu, "memory": memory}
+    return {"requests": dict(both), "limits": dict(both)}
+
+
+def test_guaranteed_pod_stays_guaranteed() -> None:
+    original = make_pod("app", "worker")
+    for c in original["spec"]["containers"]:
+        c["resources"] = guaranteed()
+    assert qos_class(original["spec"]["containers"]) == "Guaranteed"
+    pod = inject(original)
+    assert agent_of(pod)["resources"] == {
+        "requests": {"cpu": "70m", "memory": "77Mi"},
+        "limits": {"cpu": "70m", "memory": "77Mi"},
+    }
+    assert qos_class([*pod["spec"]["initContainers"], *pod["spec"]["containers"]]) == "Guaranteed"
+    assert_valid_pod(pod)
+
+
+@pytest.mark.parametrize(
+    "resources",
+    [
+        {},
+        {"requests": {"cpu": "100m", "memory": "64Mi"}},
+        {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "1Gi"}},
+    ],
+    ids=["best-effort", "requests-only", "no-cpu-limit"],
+)
+def test_other_pods_get_the_configured_resources_with_limits(resources: dict[str, Any]) -> None:
+    original = make_pod("app")
+    original["spec"]["containers"][0]["resources"] = resources
+    pod = inject(original)
+    assert agent_of(pod)["resources"] == dict(CONFIG.resources)
+    assert qos_class([*pod["spec"]["initContainers"], *pod["spec"]["containers"]]) == "Burstable"
+
+
+def test_quantities_in_other_spellings_still_count_as_guaranteed() -> None:
+    original = make_pod("app")
+    original["spec"]["containers"][0]["resources"] = {
+        "requests": {"cpu": "0.5", "memory": "268435456"},
+        "limits": {"cpu": "500m", "memory": "256Mi"},
+    }
+    agent = agent_of(inject(original))
+    assert agent["resources"]["requests"] == agent["resources"]["limits"]
+
+
+def test_agent_resources_annotation_overrides_the_defaults() -> None:
+    annotation = '{"requests": {"memory": "64Mi"}, "limits": {"cpu": "1", "memory": "128Mi"}}'
+    pod = inject(make_pod("app", annotations={ANNOTATION_AGENT_RESOURCES: annotation}))
+    assert agent_of(pod)["resources"] == {
+        "requests": {"cpu": "7m", "memory": "64Mi"},
+        "limits": {"cpu": "1", "memory": "128Mi"},
+    }
+    assert_valid_pod(pod)
+
+
+@pytest.mark.parametrize(
+    ("annotation", "problem"),
+    [
+        ("64Mi", "must be a JSON object"),
+        ('{"limits": {"memory": "lots"}}', "limits.memory: 'lots' is not a non-negative"),
+        ('{"limits": {"memory": "32Mi"}}', "below 64Mi"),
+        ('{"requests": {"cpu": "2"}}', "requests.cpu '2' exceeds limits.cpu '70m'"),
+        ('{"limits": {"gpu": "1"}}', "unknown resource(s) gpu"),
+        ('{"limit": {"cpu": "1"}}', "unknown key(s) limit"),
+        ('{"limits": {"cpu": "-1"}}', "not a non-negative"),
+    ],
+)
+def test_bad_agent_resources_annotation_is_refused(annotation: str, problem: str) -> None:
+    message = refused(make_pod("app", annotations={ANNOTATION_AGENT_RESOURCES: annotation}))
+    assert ANNOTATION_AGENT_RESOURCES in message
+    assert problem in message
