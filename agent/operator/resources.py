@@ -38,6 +38,7 @@ __all__ = [
 
 QoSClass = Literal["Guaranteed", "Burstable", "BestEffort"]
 _COMPUTE = ("cpu", "memory")  # the only resources the kubelet's QoS class looks at.
+_KNOWN = (*_COMPUTE, "ephemeral-storage")
 _SECTIONS = ("requests", "limits")
 # The agent's resident memory is about 52 MiB: below this limit it is OOM-killed in a loop.
 MIN_MEMORY_LIMIT = "64Mi"
@@ -88,10 +89,11 @@ def validate_resources(resources: Mapping[str, Any], where: str) -> dict[str, di
         values = resources.get(section) or {}
         if not isinstance(values, Mapping):
             raise ResourcesError(f"{where}.{section} must be a mapping of cpu and memory")
-        extra = sorted(set(values) - set(_COMPUTE))
+        extra = sorted(set(values) - set(_KNOWN))
         if extra:
             raise ResourcesError(
-                f"{where}.{section}: unknown resource(s) {', '.join(extra)}; use cpu, memory"
+                f"{where}.{section}: unknown resource(s) {', '.join(extra)}; use "
+                f"{', '.join(_KNOWN)}"
             )
         for name, quantity in values.items():
             try:
@@ -121,7 +123,7 @@ def _check_limits(resources: Mapping[str, Mapping[str, str]], where: str) -> Non
             "needs about 52Mi and would be OOM-killed"
         )
     for name, request in requests.items():
-        if parse_quantity(request) > parse_quantity(limits[name]):
+        if name in limits and parse_quantity(request) > parse_quantity(limits[name]):
             raise ResourcesError(
                 f"{where}.requests.{name} {request!r} exceeds limits.{name} {limits[name]!r}"
             )

@@ -70,7 +70,7 @@ webhook:
 injection:
   image: ghcr.io/captcha-key-agent/captcha-key-agent:0.1.0
   imagePullPolicy: IfNotPresent
-  resources: {requests: {cpu: 10m, memory: 48Mi}, limits: {memory: 96Mi}}
+  resources: {requests: {cpu: 10m, memory: 48Mi}, limits: {cpu: 200m, memory: 96Mi}}
   refreshIntervalSeconds: 3600
   mountPath: /var/run/captchaai
   tokenAudience: vault

@@ -52,7 +52,7 @@ webhook:
 injection:
   image: registry.example/captcha-key-agent:1.2.3
   imagePullPolicy: Always
-  resources: {requests: {cpu: 20m, memory: 64Mi}, limits: {memory: 128Mi}}
+  resources: {requests: {cpu: 20m, memory: 64Mi}, limits: {cpu: 250m, memory: 128Mi}}
   refreshIntervalSeconds: 600
   mountPath: /srv/captchaai
   tokenAudience: openbao
@@ -107,7 +107,7 @@ def test_full_file_gives_the_values_written() -> None:
     assert inj.image_pull_policy == "Always"
     assert inj.resources == {
         "requests": {"cpu": "20m", "memory": "64Mi"},
-        "limits": {"memory": "128Mi"},
+        "limits": {"cpu": "250m", "memory": "128Mi"},
     }
     assert inj.refresh_interval_seconds == 600
     assert inj.mount_path == "/srv/captchaai"
@@ -194,6 +194,14 @@ def test_wrong_type_is_refused_with_the_key_path(tmp_path: Path, text: str, expe
         ("log:\n  level: trace\n", "log.level must be one of debug, info, warning, error"),
         ("log:\n  format: xml\n", "log.format must be one of json, text"),
         ("injection:\n  logFormat: yaml\n", "injection.logFormat must be one of json, text"),
+        (
+            "injection:\n  resources: {limits: {memory: 96Mi}}\n",
+            "injection.resources.limits must set cpu",
+        ),
+        (
+            "injection:\n  resources: {limits: {cpu: 1, memory: 16Mi}}\n",
+            "injection.resources.limits.memory '16Mi' is below 64Mi",
+        ),
     ],
 )
 def test_bad_enum_value_is_refused_with_the_key_path(
