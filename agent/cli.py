@@ -8,14 +8,16 @@ the operator needs. Every option can also be set from the environment (shown in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
-from agent import __version__, keyfile, logs
+from agent import __version__, keyfile
 
 _LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"])
 
@@ -39,6 +41,38 @@ def _health_address(value: str) -> tuple[str, int] | None:
     return host or "0.0.0.0", int(port)  # noqa: S104 - the kubelet probes the pod IP.
 
 
+@contextlib.contextmanager
+def _needs_extra(command: str, extra: str) -> Iterator[None]:
+    """Turn a missing optional dependency into the install command that provides it.
+
+    A plain ``pip install captcha-key-agent`` (the reader's footprint) installs this
+    script too; its commands then say what to install rather than print a traceback.
+    """
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] == "agent":
+            raise
+        raise click.ClickException(
+            f"`captchakey {command}` needs the {exc.name!r} package, which this installation "
+            f"lacks: pip install 'captcha-key-agent[{extra}]'"
+        ) from None
+
+
+class _Group(click.Group):
+    """A command list that shows each command's whole summary, never a cut-short one."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [
+            (name, command.get_short_help_str(limit=200))
+            for name, command in sorted(self.commands.items())
+            if not command.hidden
+        ]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 # Where Vault is and whom to trust there: the agent and `rotate` both talk to it.
 _vault_addr = click.option(
     "--vault-addr",
@@ -56,7 +90,10 @@ _vault_cacert = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+)
 @click.version_option(__version__, prog_name="captchakey")
 def main() -> None:
     """Deliver CaptchaAI API keys from Vault to workloads, and rotate them."""
@@ -77,7 +114,8 @@ def main() -> None:
     show_envvar=True,
     type=click.Choice(["kubernetes", "jwt", "approle", "token"]),
     default="kubernetes",
-    help="How to log in: the pod's service account (kubernetes, jwt), AppRole, or a token.",
+    help="How to log in: the pod's service account (kubernetes, jwt), AppRole (role id and "
+    "secret id), or a Vault token (token: read from VAULT_TOKEN, or from --token-file).",
 )
 @click.option(
     "--auth-mount",
@@ -89,7 +127,7 @@ def main() -> None:
     "--role",
     envvar="CAPTCHAKEY_ROLE",
     show_envvar=True,
-    help="Vault role (kubernetes, jwt); the role id for approle [default: VAULT_ROLE_ID].",
+    help="Vault role (kubernetes, jwt), or the role id (approle) [env: VAULT_ROLE_ID].",
 )
 @click.option(
     "--token-file",
@@ -104,7 +142,7 @@ def main() -> None:
     envvar="VAULT_SECRET_ID_FILE",
     show_envvar=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="AppRole secret id file [default: VAULT_SECRET_ID].",
+    help="File holding the AppRole secret id, or the secret id itself [env: VAULT_SECRET_ID].",
 )
 @click.option(
     "--kv-mount",
@@ -207,7 +245,12 @@ def main() -> None:
     help="HOST:PORT for /healthz, /readyz and /status; empty to disable.",
 )
 @click.option(
-    "--log-level", envvar="CAPTCHAKEY_LOG_LEVEL", show_envvar=True, type=_LOG_LEVELS, default="info"
+    "--log-level",
+    envvar="CAPTCHAKEY_LOG_LEVEL",
+    show_envvar=True,
+    type=_LOG_LEVELS,
+    default="info",
+    help="Least severe log level written to stderr.",
 )
 @click.option(
     "--log-format",
@@ -215,6 +258,7 @@ def main() -> None:
     show_envvar=True,
     type=click.Choice(["json", "text"]),
     default="json",
+    help="json: one object per line with the fields of docs/logging.md; text: for people.",
 )
 def agent_command(**options: Any) -> None:
     """Keep the CaptchaAI key file current from Vault.
@@ -222,9 +266,11 @@ def agent_command(**options: Any) -> None:
     Fetches at start, then checks the version every --refresh-interval and rewrites the
     file only when it changed. While Vault fails, the last good key stays in place.
     """
-    from agent.sidecar import Backoff, KeyAgent, KeyRefresher, KeyTarget
-    from agent.sidecar.standalone import run_until_signalled
-    from agent.vault import SecretRef, VaultClient, VaultError, auth_from_settings
+    with _needs_extra("agent", "agent"):
+        from agent import logs
+        from agent.sidecar import Backoff, KeyAgent, KeyRefresher, KeyTarget
+        from agent.sidecar.standalone import run_until_signalled
+        from agent.vault import SecretRef, VaultClient, VaultError, auth_from_settings
 
     logs.configure(options["log_level"], options["log_format"])
     if options["binding"]:
@@ -274,8 +320,9 @@ def _run_binding_agent(options: dict[str, Any]) -> None:
     # uses it), and kopf imports it when it can: 10+ MiB of RSS in every pod for nothing.
     # Making it unimportable before kopf loads keeps the sidecar lean.
     sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
-    from agent.sidecar import Backoff
-    from agent.sidecar.binding import AgentDefaults, BindingAgent, run_binding_agent
+    with _needs_extra("agent", "agent"):
+        from agent.sidecar import Backoff
+        from agent.sidecar.binding import AgentDefaults, BindingAgent, run_binding_agent
 
     namespace = options["namespace"] or _service_account_namespace()
     defaults = AgentDefaults(
@@ -336,8 +383,10 @@ def operator_command(
     config_path: Path, namespace: str | None, health_addr: str, metrics_addr: str
 ) -> None:
     """Serve the webhooks and keep every CaptchaKeyBinding's status."""
-    from agent.operator.app import run_operator
-    from agent.operator.config import ConfigError, OperatorConfig
+    with _needs_extra("operator", "operator"):
+        from agent import logs
+        from agent.operator.app import run_operator
+        from agent.operator.config import ConfigError, OperatorConfig
 
     try:
         config = OperatorConfig.load(config_path)
@@ -381,9 +430,10 @@ def rotate_command(binding: str | None, environment: str | None, namespace: str,
     """
     if bool(binding) == bool(environment):
         raise click.UsageError("name exactly one of --binding or --environment")
-    from agent.operator.kube import KubeApi
-    from agent.operator.rotate import find_binding, rotate
-    from agent.vault import TokenAuth, VaultClient, VaultError
+    with _needs_extra("rotate", "operator"):
+        from agent.operator.kube import KubeApi
+        from agent.operator.rotate import find_binding, rotate
+        from agent.vault import TokenAuth, VaultClient, VaultError
 
     new_key = sys.stdin.read().strip() if new_key_stdin else None
     if new_key_stdin and not new_key:
@@ -409,7 +459,12 @@ def rotate_command(binding: str | None, environment: str | None, namespace: str,
     "--url", required=True, help="The mutating webhook's URL, e.g. https://svc.ns.svc/mutate-pods."
 )
 @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="CA that signed it.")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    help="Seconds to wait for the webhook's answer.",
+)
 def check_webhook_command(url: str, ca_file: str | None, timeout: float) -> None:
     """Post a harmless AdmissionReview (a pod that did not opt in); exit 0 if it is allowed.
 
@@ -417,7 +472,8 @@ def check_webhook_command(url: str, ca_file: str | None, timeout: float) -> None
     """
     import uuid
 
-    import requests
+    with _needs_extra("check-webhook", "agent"):
+        import requests
 
     uid = str(uuid.uuid4())
     review = {
@@ -456,6 +512,7 @@ def check_webhook_command(url: str, ca_file: str | None, timeout: float) -> None
 )
 def demo_command(rotations: int, interval: float) -> None:
     """Run the key path end to end against an embedded OpenBao dev server."""
-    from agent.demo import run_demo
+    with _needs_extra("demo", "demo"):
+        from agent.demo import run_demo
 
     sys.exit(run_demo(rotations=rotations, interval=interval))
