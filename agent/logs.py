@@ -1,10 +1,19 @@
 """Structured logs: one JSON object per line, and a last line of defence for the key.
 
+JSON lines are made by python-json-logger (kopf depends on it already), so every field
+is real JSON: numbers stay numbers, ``None`` is ``null`` and nested extras (kopf's
+object reference) are objects, not Python reprs. The field names are a contract with
+the platform team's log pipeline, documented in docs/logging.md: ``time`` (RFC 3339,
+UTC, milliseconds), ``level``, ``logger``, ``message``, ``exception`` when there is one,
+``namespace``/``name``/``kind`` (and ``binding`` for a CaptchaKeyBinding) on kopf's
+per-object lines, and the extras each call passes (``version``, ``reason``, ...).
+
 The code never passes the key to a logger; that is the real guarantee, and the tests
 check it with a sentinel key. :func:`redact` adds a second one: once a process holds
 a key it registers it here, and the formatter replaces any occurrence in the final
-line (message, arguments, exception text) with ``[REDACTED]``. A mistake in a future
-log call, or a library that logs a URL with the key in it, then still leaks nothing.
+line (message, arguments, exception text, extras) with ``[REDACTED]``. A mistake in a
+future log call, or a library that logs a URL with the key in it, then still leaks
+nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +24,10 @@ import logging
 import sys
 import threading
 from collections import deque
-from typing import Literal
+from typing import Any, Literal
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter
 
 __all__ = ["LogFormat", "configure", "redact"]
 
@@ -25,7 +37,8 @@ _REDACTED = "[REDACTED]"
 _secrets: deque[str] = deque(maxlen=8)  # the current key and a few predecessors.
 _secrets_lock = threading.Lock()
 
-_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# kopf's own record attributes: k8s_ref becomes the fields below, the others are internal.
+_KOPF_ATTRS = ("k8s_ref", "k8s_skip", "settings")
 
 
 def redact(secret: str) -> None:
@@ -46,24 +59,47 @@ def _scrub(text: str) -> str:
     return text
 
 
-class _JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, extras, exception."""
+def _scrubbed_json(data: object, **kwargs: Any) -> str:
+    return _scrub(json.dumps(data, **kwargs))
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, object] = {
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
+
+class _JsonFormatter(JsonFormatter):
+    """The documented fields first, then the call's extras, all as JSON values."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            reserved_attrs=[*RESERVED_ATTRS, *_KOPF_ATTRS],
+            rename_fields={"exc_info": "exception", "stack_info": "stack"},
+            json_default=str,  # anything JSON cannot encode is written as its str().
+            json_serializer=_scrubbed_json,
+        )
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        log_data.update(
+            time=datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
                 timespec="milliseconds"
             ),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for name, value in vars(record).items():
-            if name not in _STANDARD_ATTRS and not name.startswith("_"):
-                entry[name] = value if isinstance(value, int | float | bool | None) else str(value)
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return _scrub(json.dumps(entry, default=str))
+            level=record.levelname.lower(),
+            logger=record.name,
+            message=record.getMessage(),
+        )
+        extras: dict[str, Any] = {}
+        super().add_fields(extras, record, message_dict)
+        extras.pop("message", None)
+        log_data.update((k, v) for k, v in extras.items() if k not in log_data)
+        ref = getattr(record, "k8s_ref", None)
+        if isinstance(ref, dict):
+            log_data.update(_object_fields(ref))
+
+
+def _object_fields(ref: dict[str, Any]) -> dict[str, Any]:
+    """kopf's per-object reference, as flat fields a log query can filter on."""
+    fields = {key: ref[key] for key in ("kind", "namespace", "name") if ref.get(key)}
+    if ref.get("kind") == "CaptchaKeyBinding" and "name" in fields:
+        fields["binding"] = fields["name"]
+    return fields
 
 
 class _TextFormatter(logging.Formatter):

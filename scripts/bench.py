@@ -310,9 +310,10 @@ def write_benchmarks_doc(table: str) -> None:
         "# Benchmarks\n\n"
         "Reproduce with `make bench-docs` (runs `scripts/bench.py --write-docs`: a real OpenBao\n"
         "dev server, the test rig's Kubernetes API, the real `captchakey` processes; every\n"
-        "baseline is measured in the same run; `make bench` only prints the table). Goals: agent RSS <= 64 MiB (issue 3); admission p50/p99\n"
-        "over a few hundred requests on loopback (issue 4); a rotation of many consumers\n"
-        "within a second of the announcement, without a login storm (issue 5).\n\n"
+        "baseline is measured in the same run; `make bench` only prints the table). Goals:\n"
+        "agent RSS <= 64 MiB (issue 3); admission p50/p99 over a few hundred requests on\n"
+        "loopback (issue 4); a rotation of many consumers within a second of the\n"
+        "announcement, without a login storm (issue 5).\n\n"
         f"Last run: {when}, Python {platform.python_version()}, {os.cpu_count()} CPUs.\n\n"
         + table
         + "\nNotes: the rotation figure starts at the Vault write and includes the agents'\n"
