@@ -5,24 +5,41 @@
   that can answer them (with ``failurePolicy: Fail``, a replica that is up but not yet
   serving would otherwise refuse opted-in pods).
 - ``/metrics``: admission counts and latency, Vault failures by reason, each binding's
-  current version and rollout. Labels are names and versions: never a key.
+  current version and its consumers split into disjoint states (so ``sum()`` over
+  ``state`` is the number of consumers), build information and the process's own
+  CPU, memory and file descriptors. Labels are names and versions: never a key. Every
+  metric is listed in docs/metrics.md (a test keeps that table and this code in step).
 
 Metrics live in a registry of this operator's own, not prometheus_client's global one,
-so that two operators in one process (tests) do not collide.
+so that two operators in one process (tests) do not collide; prometheus_client's own
+aiohttp handler serves it (content negotiation, OpenMetrics, compression).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import platform
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.aiohttp import make_aiohttp_handler
 
+from agent import __version__
 from agent.sidecar.health import serve_routes
 
-__all__ = ["Metrics", "serve_metrics", "serve_probes"]
+__all__ = ["CONSUMER_STATES", "Metrics", "serve_metrics", "serve_probes"]
+
+# The values of captchakey_binding_consumers' `state` label: disjoint, so they sum.
+CONSUMER_STATES = ("up_to_date", "outdated")
 
 
 class Metrics:
@@ -48,12 +65,21 @@ class Metrics:
             ["namespace", "binding"], registry=self.registry,
         )  # fmt: skip
         self.consumers = Gauge(
-            "captchakey_binding_consumers", "Live consumers of a binding, all and up to date.",
+            "captchakey_binding_consumers",
+            "Live consumers of a binding by state: up_to_date holds the current version, "
+            "outdated does not (or could not be read); the states sum to all consumers.",
             ["namespace", "binding", "state"], registry=self.registry,
         )  # fmt: skip
+        Info(
+            "captchakey_build", "The operator's build: version and Python.", registry=self.registry
+        ).info({"version": __version__, "python": platform.python_version()})
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, memory, fds.
+        PlatformCollector(registry=self.registry)  # python_info.
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def set_consumers(self, namespace: str, binding: str, total: int, up_to_date: int) -> None:
+        """Publish a binding's consumers as disjoint states that add up to ``total``."""
+        self.consumers.labels(namespace, binding, "up_to_date").set(up_to_date)
+        self.consumers.labels(namespace, binding, "outdated").set(total - up_to_date)
 
 
 async def serve_probes(host: str, port: int, webhook_port: int) -> web.AppRunner:
@@ -76,9 +102,4 @@ async def serve_probes(host: str, port: int, webhook_port: int) -> web.AppRunner
 
 
 async def serve_metrics(metrics: Metrics, host: str, port: int) -> web.AppRunner:
-    async def render(_: web.Request) -> web.Response:
-        response = web.Response(body=metrics.render())
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-        return response
-
-    return await serve_routes(host, port, {"/metrics": render})
+    return await serve_routes(host, port, {"/metrics": make_aiohttp_handler(metrics.registry)})

@@ -181,8 +181,7 @@ class StatusKeeper:
 
     def _measure(self, namespace: str, name: str, current: int, rollout: Rollout) -> None:
         self.metrics.current_version.labels(namespace, name).set(current)
-        self.metrics.consumers.labels(namespace, name, "all").set(rollout.consumers)
-        self.metrics.consumers.labels(namespace, name, "up_to_date").set(rollout.up_to_date)
+        self.metrics.set_consumers(namespace, name, rollout.consumers, rollout.up_to_date)
 
     def _report_rollout(
         self, body: kopf.Body, rollout: Rollout, current: int, conditions: Conditions
