@@ -11,12 +11,10 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 DEMO_STAMP := $(VENV)/.installed-demo
 DEV_STAMP  := $(VENV)/.installed-dev
-# The container images `make image` builds (see Dockerfile and scripts/build_images.sh).
-IMAGE_TAG ?= 0.1.0
 BUILD     := build
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test lint unit node-test bench bench-docs chart-docs helm manifests image clean
+.PHONY: help demo test lint unit node-test bench bench-docs chart-docs helm manifests clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -79,11 +77,6 @@ helm: $(DEV_STAMP)
 ## manifests: copy the CRD into the chart, render manifests/install.yaml (helm template)
 manifests: $(DEV_STAMP)
 	$(BIN)/python scripts/render_manifests.py
-
-## image: build the operator image and the slim sidecar image (Dockerfile targets) with
-##   buildah on a debootstrap base, or with docker when it can pull python:3.11-slim
-image:
-	IMAGE_TAG=$(IMAGE_TAG) BUILD_DIR=$(BUILD) scripts/build_images.sh
 
 ## clean: remove everything the targets create (.venv, .tools, caches, build/)
 clean:
