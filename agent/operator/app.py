@@ -90,7 +90,13 @@ def build_registry(
             )
 
     @kopf.on.cleanup(registry=registry)
-    def forget_certificates(**_: Any) -> None:
+    async def stop_background(**_: Any) -> None:
+        # kopf gives tasks it did not start itself 5 s to end before it cancels them: a
+        # certificate renewer left running would hold every SIGTERM back by that long.
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        background.clear()
         shutil.rmtree(workdir, ignore_errors=True)  # the serving key, on the pod's tmpfs.
 
     @kopf.on.login(registry=registry)
