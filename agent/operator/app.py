@@ -91,8 +91,9 @@ def build_registry(
 
     @kopf.on.cleanup(registry=registry)
     async def stop_background(**_: Any) -> None:
-        # kopf gives tasks it did not start itself 5 s to end before it cancels them: a
-        # certificate renewer left running would hold every SIGTERM back by that long.
+        # kopf gives tasks it does not stop itself 5 s to end before it cancels them: a
+        # certificate renewer or a late status loop left running would hold SIGTERM back.
+        keeper.close()
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)

@@ -103,6 +103,17 @@ class StatusKeeper:
         self.backoff = Backoff(base=2.0, cap=300.0)
         self._clients: dict[tuple[str, str | None], VaultClient] = {}
         self._wakeups: dict[tuple[str, str], asyncio.Event] = {}
+        self._closed = False
+
+    def close(self) -> None:
+        """The operator is exiting: end every loop now, and any that starts from here on.
+
+        kopf stops the daemons it knows of, but a binding event that lands while the
+        operator stops can still start one after that; kopf then waits 5 s for it.
+        """
+        self._closed = True
+        for wake in self._wakeups.values():
+            wake.set()
 
     def wake(self, namespace: str, name: str) -> None:
         """Check this binding now: its spec changed, or a rotation was requested."""
@@ -119,7 +130,7 @@ class StatusKeeper:
         wake = self._wakeups.setdefault((namespace, name), asyncio.Event())
         failures = 0
         try:
-            while not stopped:
+            while not stopped and not self._closed:
                 wake.clear()
                 outcome = await self.check(namespace, name, body, consumers)
                 failures = 0 if outcome != "failed" else failures + 1
