@@ -19,7 +19,11 @@ and replaces the object store's semantics with the API server's own rules:
 - ``generateName``, finalizers and ``deletionTimestamp``, DELETED events;
 - bearer-token authentication: the rig issues service-account JWTs (RS256), answers
   ``TokenReview`` for OpenBao's Kubernetes auth, and refuses unknown, expired, revoked or
-  wrong-audience tokens with 401, as a real API server does.
+  wrong-audience tokens with 401, as a real API server does;
+- a request log whose cost per request stays constant however long a test runs: kmock
+  matches each request against its reactions by scanning every request it has kept, so
+  the rig hands kmock only the requests in flight and keeps its own flat log
+  (:meth:`RealisticKubernetes.api_requests`) of everything served.
 
 The rig serves from a thread of its own with its own event loop. A real API server is
 another process: a test that calls OpenBao synchronously (hvac) while OpenBao asks the rig
@@ -191,6 +195,8 @@ class ApiRequest:
     query: dict[str, str]
     watch: bool
     token: str | None
+    content_type: str = ""
+    body: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -236,6 +242,9 @@ class RealisticKubernetes(kmock.KubernetesEmulator):
     kmock reactions still take precedence over the emulation, e.g.
     ``kube[kmock.action.UPDATE, BINDINGS] << 503`` to inject a failure;
     ``kube.objects[BINDINGS, "dev", "name"].history`` shows every stored version.
+    Every request served is in :meth:`api_requests`; kmock's own request views
+    (``list(kube)``, ``kube[...]`` filters) see only the requests being served, so that
+    reactions must not count requests (no ``[:1]``-style slices).
     """
 
     _rv: int = attrs.field(default=0, init=False)
@@ -249,6 +258,7 @@ class RealisticKubernetes(kmock.KubernetesEmulator):
         factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
         init=False,
     )
+    _log: list[ApiRequest] = attrs.field(factory=list, init=False)
     _thread: threading.Thread | None = attrs.field(default=None, init=False)
     _loop: asyncio.AbstractEventLoop | None = attrs.field(default=None, init=False)
     _stopping: asyncio.Event | None = attrs.field(default=None, init=False)
@@ -463,16 +473,7 @@ class RealisticKubernetes(kmock.KubernetesEmulator):
 
     def api_requests(self) -> list[ApiRequest]:
         """Every request any client sent so far, in arrival order."""
-        return [
-            ApiRequest(
-                method=request.method.value,
-                path=request.url.path,
-                query=dict(request.params),
-                watch=request.params.get("watch") in ("true", "1"),
-                token=_bearer(request),
-            )
-            for request in list(self)
-        ]
+        return list(self._log)
 
     def requests_by(self, token: str) -> list[ApiRequest]:
         """What one identity asked of the API, e.g. to prove an agent only reads."""
@@ -509,28 +510,45 @@ class RealisticKubernetes(kmock.KubernetesEmulator):
     # -- serving ---------------------------------------------------------------------
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        header = raw_request.headers.get("Authorization", "")
+        self._log.append(
+            ApiRequest(
+                method=raw_request.method,
+                path=raw_request.path,
+                query=dict(raw_request.query),
+                watch=raw_request.query.get("watch") in ("true", "1"),
+                token=header.removeprefix("Bearer ") if header.startswith("Bearer ") else None,
+                content_type=raw_request.headers.get("Content-Type", ""),
+                body=await raw_request.read(),  # buffered: kmock reads the same bytes again.
+            )
+        )
         if not _NAMESPACES_URL.fullmatch(raw_request.path):
             return await super().__call__(raw_request)
         # kmock's URL parser fails on the namespaces resource itself (a 500). Answer as the
         # API answers an identity without rights on namespaces: kopf then falls back to the
         # namespaces it was given, as the least-privileged agent does in a real cluster.
-        self._requests.append(
-            kmock.Request(
-                id=len(self._requests),
-                method=raw_request.method,
-                url=raw_request.url,
-                params=dict(raw_request.query),
-                headers=dict(raw_request.headers),
-            )
-        )
         return await self._render_error(_error(403, "Forbidden", "the rig grants no namespaces"))
 
     async def _handle(self, request: kmock.Request) -> Any:
-        if not self.review_token(_bearer(request) or "")["authenticated"]:
-            raise _error(401, "Unauthorized", "Unauthorized")
-        # Skip KubernetesEmulator._handle: it stores objects before any reaction runs,
-        # with none of the rules above. The fallbacks below do the storing instead.
-        return await super(kmock.KubernetesEmulator, self)._handle(request)
+        try:
+            if not self.review_token(_bearer(request) or "")["authenticated"]:
+                raise _error(401, "Unauthorized", "Unauthorized")
+            # Skip KubernetesEmulator._handle: it stores objects before any reaction runs,
+            # with none of the rules above. The fallbacks below do the storing instead.
+            return await super(kmock.KubernetesEmulator, self)._handle(request)
+        finally:
+            self._served(request)
+
+    def _served(self, request: kmock.Request) -> None:
+        """Drop a finished request from kmock's list, which it scans for every new one.
+
+        kmock matches a request to a reaction by looking for it among the requests it
+        keeps; only requests in flight can still be matched, so only they are kept.
+        """
+        for index, kept in enumerate(self._requests):
+            if kept is request:
+                del self._requests[index]
+                return
 
     def _info(self, request: kmock.Request, verb: str) -> kmock.ResourceInfo:
         resource = request.resource

@@ -16,7 +16,9 @@ Aspects covered, each against a real kopf operator or a real OpenBao where one a
   kind, apiVersion and resourceVersion; conflicts are 409/422, unknown tokens 401;
 - OpenBao's Kubernetes auth logs in with a rig token through TokenReview, and refuses
   revoked, expired, foreign-namespace and wrong-audience tokens with 403;
-- OpenBao's JWT auth logs in with a rig token verified offline by the rig's public key.
+- OpenBao's JWT auth logs in with a rig token verified offline by the rig's public key;
+- the request log keeps every request (method, path, token, content type, body) while
+  kmock holds only requests in flight, so a request costs the same late in a long test.
 """
 
 from __future__ import annotations
@@ -187,8 +189,8 @@ async def test_kopf_create_patches_finalizer_and_delete(kube: RealisticKubernete
     assert creations == ["b1"], "one ADDED, never replayed"
     json_patches = [
         json.loads(r.body)
-        for r in kube
-        if r.headers.get("Content-Type") == "application/json-patch+json"
+        for r in kube.api_requests()
+        if r.content_type == "application/json-patch+json"
     ]
     assert json_patches, "kopf's finalizer goes through a JSON-patch"
     assert all(
@@ -363,6 +365,31 @@ async def test_reactions_inject_faults_over_the_emulation(kube: RealisticKuberne
         await kube.call("PATCH", f"{DEV_BINDINGS}/b1", {"spec": {"x": 1}}, content_type=MERGE)
     assert error.value.status == 503
     assert "x" not in (await kube.call("GET", f"{DEV_BINDINGS}/b1"))["spec"]
+
+
+async def test_request_log_keeps_everything_and_kmock_only_what_is_in_flight(
+    kube: RealisticKubernetes,
+) -> None:
+    """The cost of a request does not grow with the test: kmock scans only live requests.
+
+    kmock matches each request to a reaction by scanning the requests it keeps; the rig
+    keeps every request in its own log instead, so reactions and the log both still work.
+    """
+    await kube.call("POST", DEV_BINDINGS, binding("b1"))
+    for _ in range(50):
+        await kube.call("GET", f"{DEV_BINDINGS}/b1")
+    kube[kmock.action.FETCH, BINDINGS] << 503  # a reaction added late still matches.
+    with pytest.raises(aiohttp.ClientResponseError) as error:
+        await kube.call("GET", f"{DEV_BINDINGS}/b1")
+    assert error.value.status == 503
+    logged = kube.api_requests()
+    assert [(r.method, r.path) for r in logged] == [("POST", DEV_BINDINGS)] + [
+        ("GET", f"{DEV_BINDINGS}/b1")
+    ] * 51
+    assert json.loads(logged[0].body)["metadata"]["name"] == "b1"
+    assert logged[0].content_type == "application/json"
+    assert logged[0].token == kube.admin_token
+    assert list(kube) == [], "no request is in flight: kmock holds none"
 
 
 async def test_api_answers_are_the_real_ones(kube: RealisticKubernetes) -> None:
