@@ -85,12 +85,13 @@ class BindingAgent:
         """Apply one watch event of the binding (``None`` is the initial listing)."""
         if event_type == "DELETED":
             self._stop_refreshing()
-            self.problem = "BindingDeleted"
+            # Said before it shows in /status: whoever sees the problem finds it in the log.
             _log.warning(
                 "CaptchaKeyBinding %r was deleted: refreshes stop and the last good key stays "
                 "in place; re-create the binding to resume",
                 self.name,
             )
+            self.problem = "BindingDeleted"
             return
         try:
             spec = BindingSpec.from_body(body)

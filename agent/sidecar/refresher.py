@@ -96,8 +96,11 @@ class KeyRefresher:
         if key.version == self.held_version and keyfile.fingerprint(key.value) == self.fingerprint:
             return
         target = self.target
-        meta = await asyncio.to_thread(
-            keyfile.write_key,
+        # Written from the event loop itself, not a worker thread: the new key, its
+        # metadata and the version this refresher says it holds then change in one step,
+        # so /readyz and /status (served by this loop) always agree with the files. The
+        # write is a few hundred bytes to tmpfs.
+        meta = keyfile.write_key(
             target.directory,
             target.name,
             key.value,

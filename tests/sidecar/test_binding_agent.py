@@ -1,7 +1,8 @@
 """The in-pod key agent driven by its CaptchaKeyBinding: real kopf, the rig's API, real OpenBao.
 
 Covers:
-- start: the agent logs in with Kubernetes auth (TokenReview through the rig) and writes the key;
+- start: the agent logs in with Kubernetes auth (TokenReview through the rig) and writes the
+  key; once the key file and its metadata are there, /readyz and /status say so too;
 - rotation: a new Vault version announced in ``status.currentVersion`` is fetched and
   written, and an application's KeyReader callback fires;
 - pinning a version in the spec moves the file to that version, unpinning back to latest;
@@ -19,10 +20,12 @@ import re
 import threading
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from agent import keyfile
 from agent.reader import KeyReader
+from tests.rig.helpers import free_port
 from tests.rig.kube import BaoAuth, RealisticKubernetes
 from tests.rig.openbao import OpenBaoServer
 from tests.rig.scenario import Workload, eventually, running_agent
@@ -49,10 +52,16 @@ async def test_agent_writes_the_key_at_start(workload: Workload, tmp_path: Path)
     workload.put_key("first-key-000000000000000000000")
     await workload.create_binding("captchaai")
     out = tmp_path / "keys"
-    async with running_agent(workload, "captchaai", out) as agent:
+    port = free_port()
+    async with running_agent(workload, "captchaai", out, health=("127.0.0.1", port)):
         await eventually(lambda: held(out) == 1)
         assert (out / "api_key").read_text() == "first-key-000000000000000000000"
-        assert agent.ready
+        # Asked the way the kubelet's probe asks: once the file is there, the agent says so.
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/readyz") as ready:
+                assert ready.status == 200
+            async with http.get(f"http://127.0.0.1:{port}/status") as status:
+                assert (await status.json())["version"] == 1
 
 
 async def test_rotation_announced_in_status_reaches_the_reader(
