@@ -16,16 +16,29 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
+from agent.agentstatus import LastError, parse_last_error, parse_version
 from agent.operator.injection import AGENT_CONTAINER, AGENT_PORT, ANNOTATION_BINDING, INJECT_LABEL
 
-__all__ = ["Consumer", "Rollout", "consumer_of", "read_versions", "summarize"]
+__all__ = [
+    "AGENT_UNREACHABLE",
+    "Consumer",
+    "Report",
+    "Rollout",
+    "consumer_of",
+    "read_reports",
+    "read_versions",
+    "summarize",
+]
 
 _SCRAPE_CONCURRENCY = 32
+_MAX_NAMED = 10  # failing consumers named in status; the count covers the rest.
+#: The operator's own reason for a consumer whose agent does not answer ``/status``.
+AGENT_UNREACHABLE = "AgentUnreachable"
 
 
 @dataclass(frozen=True)
@@ -70,25 +83,66 @@ def _live_consumer(pod: Mapping[str, Any]) -> Consumer | None:
     return Consumer(name=str(metadata.get("name")), address=str(address), port=port)
 
 
-async def read_versions(
+@dataclass(frozen=True)
+class Report:
+    """What one consumer's agent said on ``/status``: the version it holds and why it fails."""
+
+    version: int | None
+    error: LastError | None = None
+
+
+async def read_reports(
     consumers: Iterable[Consumer], *, seconds_each: float = 2.0
-) -> dict[str, int | None]:
-    """Ask every consumer's agent which version it holds (``None``: no answer, or none)."""
+) -> dict[str, Report]:
+    """Ask every consumer's agent which version it holds and what its last error was.
+
+    An agent that does not answer is reported as failing with reason ``AgentUnreachable``
+    and the address tried: "why is this pod still on the old key?" then has an answer
+    even when the answer is a NetworkPolicy.
+    """
     limit = asyncio.Semaphore(_SCRAPE_CONCURRENCY)
     client_timeout = aiohttp.ClientTimeout(total=seconds_each)
     async with aiohttp.ClientSession(timeout=client_timeout) as session:
 
-        async def one(consumer: Consumer) -> tuple[str, int | None]:
+        async def one(consumer: Consumer) -> tuple[str, Report]:
             url = f"http://{_host(consumer.address)}:{consumer.port}/status"
             async with limit:
                 try:
                     async with session.get(url) as response:
-                        version = (await response.json()).get("version")
-                except (aiohttp.ClientError, TimeoutError, ValueError):
-                    return consumer.name, None
-            return consumer.name, version if isinstance(version, int) else None
+                        body = await response.json()
+                except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                    return consumer.name, Report(None, _unreachable(url, exc))
+            if not isinstance(body, dict):
+                return consumer.name, Report(None, _unreachable(url, ValueError("not JSON")))
+            return consumer.name, Report(parse_version(body), _error_of(body))
 
         return dict(await asyncio.gather(*(one(c) for c in consumers)))
+
+
+async def read_versions(
+    consumers: Iterable[Consumer], *, seconds_each: float = 2.0
+) -> dict[str, int | None]:
+    """Ask every consumer's agent which version it holds (``None``: no answer, or none)."""
+    reports = await read_reports(consumers, seconds_each=seconds_each)
+    return {name: report.version for name, report in reports.items()}
+
+
+def _error_of(body: Mapping[str, Any]) -> LastError | None:
+    error = parse_last_error(body)
+    problem = body.get("problem")  # agents before the lastError contract named it here.
+    if error is None and isinstance(problem, str) and problem:
+        return {"reason": problem, "message": problem, "since": ""}
+    return error
+
+
+def _unreachable(url: str, exc: BaseException) -> LastError:
+    detail = type(exc).__name__ if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
+    return {
+        "reason": AGENT_UNREACHABLE,
+        "message": f"no answer from the agent at {url} ({detail}): is port {AGENT_PORT} "
+        "open to the operator (NetworkPolicy)?",
+        "since": "",
+    }
 
 
 def _host(address: str) -> str:
@@ -104,10 +158,21 @@ class Rollout:
     versions: dict[str, int]
     stragglers: list[str]
     safe_to_revoke: list[int]
+    failing: dict[str, LastError] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
         return self.up_to_date == self.consumers
+
+    def failing_status(self) -> list[dict[str, str]]:
+        """The first failing consumers by name, each with its agent's reason and message."""
+        named = []
+        for name, error in sorted(self.failing.items())[:_MAX_NAMED]:
+            entry = {"pod": name, "reason": error["reason"], "message": error["message"]}
+            if error["since"]:
+                entry["since"] = error["since"]
+            named.append(entry)
+        return named
 
     def as_status(self) -> dict[str, Any]:
         return {
@@ -116,15 +181,23 @@ class Rollout:
             "versions": self.versions,
             "stragglers": self.stragglers,
             "safeToRevoke": self.safe_to_revoke,
+            "failing": self.failing_status(),
         }
 
 
-def summarize(held: Mapping[str, int | None], current: int, known: Iterable[int]) -> Rollout:
+def summarize(
+    held: Mapping[str, int | None],
+    current: int,
+    known: Iterable[int],
+    errors: Mapping[str, LastError | None] | None = None,
+) -> Rollout:
     """Aggregate what consumers hold against the current version.
 
     ``known`` are the versions Vault still has (live); an older one that no consumer
-    holds is safe to revoke in the CaptchaAI dashboard. A consumer that did not answer
-    counts as a straggler and keeps every older version unsafe: it may hold any of them.
+    holds is safe to revoke in the CaptchaAI dashboard. ``errors`` are the consumers'
+    last errors (``None``: healthy); those that have one are named as failing. A consumer
+    that did not answer counts as a straggler and keeps every older version unsafe: it may
+    hold any of them.
     """
     counts: dict[str, int] = {}
     for version in held.values():
@@ -140,4 +213,5 @@ def summarize(held: Mapping[str, int | None], current: int, known: Iterable[int]
         versions=counts,
         stragglers=stragglers,
         safe_to_revoke=safe,
+        failing={name: error for name, error in (errors or {}).items() if error is not None},
     )

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import datetime
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -25,7 +26,7 @@ from agent.binding import BindingSpec, InvalidBindingError
 from agent.operator.config import OperatorConfig
 from agent.operator.kube import KubeApi
 from agent.operator.observability import Metrics
-from agent.operator.rollout import Consumer, Rollout, read_versions, summarize
+from agent.operator.rollout import Consumer, Rollout, read_reports, summarize
 from agent.operator.validation import validate_binding
 from agent.sidecar.agent import Backoff, jittered
 from agent.vault import (
@@ -95,6 +96,7 @@ class StatusKeeper:
     """Keeps every binding's status current; one :meth:`keep` loop per binding."""
 
     rollout_poll_seconds = 0.5  # while consumers are catching up, look often.
+    failure_event_seconds = 60.0  # at most one ConsumerFailing Event per binding per minute.
 
     def __init__(self, config: OperatorConfig, kube: KubeApi, metrics: Metrics):
         self.config = config
@@ -104,6 +106,8 @@ class StatusKeeper:
         self._clients: dict[tuple[str, str | None], VaultClient] = {}
         self._wakeups: dict[tuple[str, str], asyncio.Event] = {}
         self._closed = False
+        # Per binding: the failing consumers last announced, and when (monotonic).
+        self._failure_events: dict[tuple[str, str], tuple[tuple[tuple[str, str], ...], float]] = {}
 
     def close(self) -> None:
         """The operator is exiting: end every loop now, and any that starts from here on.
@@ -165,6 +169,10 @@ class StatusKeeper:
             patch["vaultPath"] = f"{spec.ref.mount}/{spec.ref.path}"
             if spec.rotation_request:
                 patch["lastRotationRequest"] = spec.rotation_request
+                if spec.rotation_request != status.get("lastRotationRequest"):
+                    _normal(body, "RotationRequested",
+                            f"rotation requested at {spec.rotation_request}: checking Vault "
+                            f"for a new version of {patch['vaultPath']}")  # fmt: skip
             try:
                 meta = await asyncio.to_thread(self._client(spec).metadata, spec.ref)
             except VaultError as exc:
@@ -178,17 +186,39 @@ class StatusKeeper:
                 self._publish(body, spec, meta, patch, conditions)
                 current = patch.get("currentVersion", status.get("currentVersion"))
                 if isinstance(current, int):
-                    held = await read_versions(consumers())
-                    rollout = summarize(held, current, meta.live_versions)
+                    rollout = await self._follow_rollout(
+                        (namespace, name), body, current, meta, consumers, conditions
+                    )
                     patch["rollout"] = rollout.as_status()
-                    self._measure(namespace, name, current, rollout)
-                    self._report_rollout(body, rollout, current, conditions)
                     outcome = "settled" if rollout.complete else "rolling"
         patch["conditions"] = conditions.items
+        self._announce_transitions(body, status.get("conditions") or [], conditions)
         changes = merge_patch(status, patch)
         if changes:
             await self.kube.patch_binding_status(namespace, name, changes)
         return outcome
+
+    async def _follow_rollout(
+        self,
+        key: tuple[str, str],
+        body: kopf.Body,
+        current: int,
+        meta: SecretMetadata,
+        consumers: Callable[[], Iterable[Consumer]],
+        conditions: Conditions,
+    ) -> Rollout:
+        """Ask every consumer what it holds and why it fails; conditions, events, metrics."""
+        reports = await read_reports(consumers())
+        rollout = summarize(
+            {pod: report.version for pod, report in reports.items()},
+            current,
+            meta.live_versions,
+            {pod: report.error for pod, report in reports.items()},
+        )
+        self._measure(*key, current, rollout)
+        self._report_rollout(body, rollout, current, conditions)
+        self._report_failing(body, key, rollout, conditions)
+        return rollout
 
     def _measure(self, namespace: str, name: str, current: int, rollout: Rollout) -> None:
         self.metrics.current_version.labels(namespace, name).set(current)
@@ -217,9 +247,63 @@ class StatusKeeper:
                        "revoked in the CaptchaAI dashboard")  # fmt: skip
             conditions.set("SafeToRevoke", True, "OldVersionsUnused", message)
             if before.get("safeToRevoke") != rollout.safe_to_revoke:
-                kopf.info(body, reason="SafeToRevoke", message=message)
+                _normal(body, "SafeToRevoke", message)
         else:
             conditions.set("SafeToRevoke", False, "NothingToRevoke", "no older version in Vault")
+
+    def _report_failing(
+        self,
+        body: kopf.Body,
+        key: tuple[str, str],
+        rollout: Rollout,
+        conditions: Conditions,
+    ) -> None:
+        """Name the consumers whose agents fail, with their reasons: condition and Event.
+
+        The Warning Event is rate-limited per binding: posted when the set of failing
+        consumers or their reasons changes, at most once per ``failure_event_seconds``;
+        a change inside that window is posted when it ends, if it still holds.
+        """
+        if not rollout.failing:
+            message = f"no consumer agent reports an error ({rollout.consumers} consumers)"
+            conditions.set("ConsumersHealthy", True, "NoConsumerErrors", message)
+            if key in self._failure_events:  # keep the time: a flapping consumer stays quiet.
+                self._failure_events[key] = ((), self._failure_events[key][1])
+            return
+        reasons = sorted({error["reason"] for error in rollout.failing.values()})
+        reason = reasons[0] if len(reasons) == 1 else "ConsumerErrors"
+        named = "; ".join(
+            f"{entry['pod']}: {entry['reason']}: {entry['message']}"
+            for entry in rollout.failing_status()
+        )
+        more = len(rollout.failing) - len(rollout.failing_status())
+        message = (f"{len(rollout.failing)}/{rollout.consumers} consumer(s) fail: {named}"
+                   + (f" and {more} more" if more else ""))  # fmt: skip
+        conditions.set("ConsumersHealthy", False, reason, message)
+        signature = tuple(sorted((pod, e["reason"]) for pod, e in rollout.failing.items()))
+        last = self._failure_events.get(key)
+        now = time.monotonic()
+        if last is None or (last[0] != signature and now - last[1] >= self.failure_event_seconds):
+            kopf.warn(body, reason="ConsumerFailing", message=message)
+            self._failure_events[key] = (signature, now)
+
+    @staticmethod
+    def _announce_transitions(
+        body: kopf.Body, before: Sequence[Mapping[str, Any]], after: Conditions
+    ) -> None:
+        """Events for what a platform team watches: Ready lost (Warning), rollout done."""
+        old = {c.get("type"): c for c in before}
+        new = {c["type"]: c for c in after.items}
+        ready, was_ready = new.get("Ready"), old.get("Ready") or {}
+        if (
+            ready
+            and ready["status"] == "False"
+            and (was_ready.get("status") != "False" or was_ready.get("reason") != ready["reason"])
+        ):
+            kopf.warn(body, reason=ready["reason"], message=ready["message"])
+        done, was_done = new.get("RolloutComplete"), old.get("RolloutComplete") or {}
+        if done and done["status"] == "True" and was_done.get("status") == "False":
+            _normal(body, "RolloutComplete", done["message"])
 
     def _publish(
         self,
@@ -236,17 +320,14 @@ class StatusKeeper:
                 f"pinned version {pinned} is {state} in Vault (current: {meta.current_version}); "
                 "consumers keep the key they hold. Pin an existing version or remove the pin."
             )
-            before = (body.get("status") or {}).get("conditions") or []
-            if not any(c.get("reason") == "VersionUnavailable" for c in before):
-                kopf.warn(body, reason="VersionUnavailable", message=message)
             conditions.set("Ready", False, "VersionUnavailable", message)
             return
         wanted = pinned or meta.current_version
         previous = (body.get("status") or {}).get("currentVersion")
         patch["currentVersion"] = wanted
         if previous != wanted:
-            message = f"Vault version {previous} -> {wanted} at {patch['vaultPath']}"
-            kopf.info(body, reason="VersionChanged", message=message)
+            change = f"version {previous} -> {wanted}" if previous else f"version {wanted}"
+            _normal(body, "VersionChanged", f"{change} of {patch['vaultPath']} published")
         what = f"pinned version {wanted}" if pinned else f"latest version {wanted}"
         conditions.set("Ready", True, "VersionPublished", f"consumers follow the {what}")
 
@@ -265,3 +346,12 @@ class StatusKeeper:
                 address, auth, ca_cert=vault.ca_cert_file, namespace=key[1]
             )
         return self._clients[key]
+
+
+def _normal(body: kopf.Body, reason: str, message: str) -> None:
+    """A Normal Event on the binding (``kubectl describe ckb``, ``kubectl get events``).
+
+    ``kopf.info`` would be dropped: the operator's posting level is WARNING so that kopf's
+    own INFO log lines do not become Events; ``kopf.event`` posts regardless of it.
+    """
+    kopf.event(body, type="Normal", reason=reason, message=message)

@@ -12,14 +12,23 @@ Covers:
   clear condition and consumers keep their key;
 - two rotations in quick succession both land;
 - ``captchakey rotate`` (the real CLI, as a subprocess) stores a key from stdin, waits,
-  and names the version that is safe to revoke.
+  and names the version that is safe to revoke;
+- Events, read back from the rig's API as ``kubectl get events`` does: a rotation leaves
+  Normal VersionChanged, RotationRequested, RolloutComplete and SafeToRevoke (no warning,
+  no key); a destroyed pinned version a Warning VersionUnavailable;
+- a consumer whose agent cannot log in is named in ``status.rollout.failing`` and in the
+  ``ConsumersHealthy`` condition with the reason and message its own ``/status`` serves,
+  announced by one Warning ConsumerFailing (rate-limited: no repeat while nothing
+  changes); once it is gone the condition turns True and the list empties.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import datetime
+import json
 import os
 import subprocess
 import sys
@@ -28,7 +37,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from agent import keyfile
+from agent.agentstatus import parse_last_error
 from agent.reader import KeyReader
 from agent.sidecar.binding import BindingAgent
 from tests.operator.conftest import RunningOperator
@@ -92,6 +104,34 @@ async def wait_status(workload: Workload, predicate: Any, seconds: float = 15.0)
     return latest
 
 
+async def events_of(workload: Workload, name: str = "captchaai") -> list[dict[str, Any]]:
+    """The Events about a binding, read back from the API as ``kubectl get events`` does."""
+    listing = await workload.kube.call("GET", f"/api/v1/namespaces/{workload.namespace}/events")
+    return [
+        e
+        for e in listing.get("items") or []
+        if (e.get("involvedObject") or {}).get("kind") == "CaptchaKeyBinding"
+        and e["involvedObject"].get("name") == name
+    ]
+
+
+async def wait_events(
+    workload: Workload, wanted: set[tuple[str, str]], seconds: float = 15.0
+) -> list[dict[str, Any]]:
+    """Wait until Events with each (type, reason) in ``wanted`` exist; return them all."""
+    found: list[dict[str, Any]] = []
+    try:
+        async with asyncio.timeout(seconds):
+            while True:
+                found = await events_of(workload)
+                if wanted <= {(e.get("type"), e.get("reason")) for e in found}:
+                    return found
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        seen = sorted({(e.get("type"), e.get("reason")) for e in found})
+        raise AssertionError(f"missing Events {sorted(wanted)}; seen: {seen}") from None
+
+
 def ready(status: dict[str, Any]) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))
 
@@ -120,6 +160,15 @@ async def test_end_to_end_rotation_reaches_the_application(
     assert status["rollout"]["consumers"] == 1
     assert status["rollout"]["upToDate"] == 1
     assert status["rollout"]["versions"] == {"2": 1}
+    history = {("Normal", r) for r in ("VersionChanged", "RotationRequested", "RolloutComplete",
+                                      "SafeToRevoke")}  # fmt: skip
+    events = await wait_events(workload, history)
+    changes = [e["message"] for e in events if e["reason"] == "VersionChanged"]
+    assert any("version 1 -> 2" in m for m in changes), changes
+    assert not [e for e in events if e["type"] != "Normal"], "a healthy rotation warns of nothing"
+    for event in events:
+        assert "e2e-key-version" not in json.dumps(event), "no key in any Event"
+        assert event["involvedObject"]["namespace"] == workload.namespace
 
 
 async def test_many_consumers_and_safe_to_revoke_only_after_the_last(
@@ -199,6 +248,8 @@ async def test_pin_unpin_and_destroyed_version(
         )
         message = next(c["message"] for c in status["conditions"] if c["type"] == "Ready")
         assert "pinned version 1 is destroyed" in message
+        warnings = await wait_events(workload, {("Warning", "VersionUnavailable")})
+        assert any("pinned version 1 is destroyed" in e["message"] for e in warnings)
         await asyncio.sleep(0.5)
         assert all(held(out) == 3 for _, out in fleet), "consumers must keep their key"
 
@@ -254,3 +305,57 @@ async def test_rotate_command_transcript(
     assert "as version 2" in transcript
     assert "all 3 consumers hold version 2; version 1 is safe to revoke" in transcript
     assert "cli-key-version-2" not in transcript + stderr.decode()
+
+
+async def test_failing_consumers_are_named_with_the_reason_their_agent_reports(
+    operator: RunningOperator, workload: Workload, tmp_path: Path
+) -> None:
+    workload.put_key("failing-key-version-1-000000000")
+    await workload.create_binding("captchaai")
+    await wait_status(workload, lambda s: s.get("currentVersion") == 1)
+    # A pod whose service account the Vault role does not bind: its login is refused.
+    intruder = copy.copy(workload)
+    intruder.token_file = tmp_path / "intruder-vault-token"
+    intruder.token_file.write_text(
+        workload.kube.issue_token(workload.namespace, "intruder", audience="vault")
+    )
+    port = free_port()
+    async with (
+        consumers(workload, tmp_path, 1) as [(_, healthy)],
+        running_agent(intruder, "captchaai", tmp_path / "broken", health=("127.0.0.1", port)),
+    ):
+        await create_consumer_pod(workload, "solver-broken", port, "captchaai")
+        await eventually(lambda: held(healthy) == 1)
+        status = await wait_status(workload, lambda s: (s.get("rollout") or {}).get("failing"))
+        (failing,) = status["rollout"]["failing"]
+        served = await asyncio.to_thread(
+            lambda: requests.get(f"http://127.0.0.1:{port}/status", timeout=5).json()
+        )
+        error = parse_last_error(served)
+        assert error is not None, served
+        assert failing["pod"] == "solver-broken"
+        assert failing["reason"] == error["reason"]
+        assert failing["message"] == error["message"]
+        assert status["rollout"]["stragglers"] == ["solver-broken"]
+        condition = next(c for c in status["conditions"] if c["type"] == "ConsumersHealthy")
+        assert condition["status"] == "False"
+        assert condition["reason"] == error["reason"]
+        assert "1/2 consumer(s) fail: solver-broken" in condition["message"]
+        warnings = await wait_events(workload, {("Warning", "ConsumerFailing")})
+        failing_events = [e for e in warnings if e["reason"] == "ConsumerFailing"]
+        assert "solver-broken" in failing_events[0]["message"]
+        # Rate-limited: further rounds while nothing changes post no more Events.
+        workload.put_key("failing-key-version-2-000000000")
+        await request_rotation(workload)
+        await eventually(lambda: held(healthy) == 2)
+        await wait_status(workload, lambda s: (s.get("rollout") or {}).get("versions", {}).get("2"))
+        again = [e for e in await events_of(workload) if e["reason"] == "ConsumerFailing"]
+        assert len(again) == 1, [e["message"] for e in again]
+        await delete_pod(workload, "solver-broken")
+        status = await wait_status(
+            workload,
+            lambda s: any(c["type"] == "ConsumersHealthy" and c["status"] == "True"
+                          for c in s.get("conditions", [])),
+        )  # fmt: skip
+        assert status["rollout"]["failing"] == []
+        assert "failing-key-version" not in json.dumps(status)
