@@ -25,9 +25,12 @@ Options (environment variable in brackets):
   --path-prefix PATH         path under the mount                    [CKA_PATH_PREFIX=captchaai]
   --worker-namespace PATTERN namespace of ENV's workers; {env} is replaced
                                                                      [CKA_WORKER_NAMESPACE=solver-{env}]
-  --worker-service-accounts LIST  service accounts of the workers    [CKA_WORKER_SERVICE_ACCOUNTS=default]
-  --operator-namespace NS    the chart's release namespace           [CKA_OPERATOR_NAMESPACE=captcha-key-agent]
-  --operator-service-account SA                                      [CKA_OPERATOR_SERVICE_ACCOUNT=captcha-key-agent-operator]
+  --worker-service-accounts LIST  service accounts of the workers (docs/examples runs
+                             as `solver`)                            [CKA_WORKER_SERVICE_ACCOUNTS=solver]
+  --operator-namespace NS    the chart's release namespace (README: helm install -n
+                             captcha-system)                         [CKA_OPERATOR_NAMESPACE=captcha-system]
+  --operator-service-account SA  the chart's operator service account, <release>-operator
+                             for release captcha-key-agent           [CKA_OPERATOR_SERVICE_ACCOUNT=captcha-key-agent-operator]
   --audience AUD             audience of the projected tokens        [CKA_AUDIENCE=vault]
   --token-ttl DURATION       TTL of the Vault tokens issued          [CKA_TOKEN_TTL=1h]
   --kubernetes-mount PATH    kubernetes auth mount ("" to skip)      [CKA_KUBERNETES_MOUNT=kubernetes]
@@ -53,8 +56,8 @@ environments=${CKA_ENVIRONMENTS:-dev,staging,prod}
 kv_mount=${CKA_KV_MOUNT:-secret}
 path_prefix=${CKA_PATH_PREFIX:-captchaai}
 worker_namespace=${CKA_WORKER_NAMESPACE:-solver-{env\}}
-worker_sas=${CKA_WORKER_SERVICE_ACCOUNTS:-default}
-operator_namespace=${CKA_OPERATOR_NAMESPACE:-captcha-key-agent}
+worker_sas=${CKA_WORKER_SERVICE_ACCOUNTS:-solver}
+operator_namespace=${CKA_OPERATOR_NAMESPACE:-captcha-system}
 operator_sa=${CKA_OPERATOR_SERVICE_ACCOUNT:-captcha-key-agent-operator}
 audience=${CKA_AUDIENCE:-vault}
 token_ttl=${CKA_TOKEN_TTL:-1h}

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "captcha-key-agent"
 CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
 RELEASE = "captcha-key-agent"
-NAMESPACE = "captcha-key-agent"
+NAMESPACE = "captcha-system"
 
 Doc = dict[str, Any]
 Render = Callable[..., list[Doc]]
