@@ -36,7 +36,6 @@ KIND = "CaptchaKeyBinding"
 WorkloadAuth = Literal["kubernetes", "jwt"]  # a pod proves itself with its service account.
 AUTH_METHODS: tuple[WorkloadAuth, ...] = ("kubernetes", "jwt")
 DEFAULT_PATH = "captchaai/{environment}"
-DEFAULT_REFRESH_SECONDS = 3600
 
 
 class InvalidBindingError(ValueError):
@@ -64,7 +63,7 @@ class BindingSpec:
     environment: str
     vault: VaultAuthSpec
     ref: SecretRef
-    refresh_seconds: int
+    refresh_seconds: int | None  # None: the agent's default (sidecar.refreshIntervalSeconds)
     file_name: str
     file_mode: int
     rotation_request: str | None
@@ -100,8 +99,8 @@ class BindingSpec:
         mode = file.get("mode", keyfile.DEFAULT_MODE)
         if not isinstance(mode, int) or not 0 <= mode <= 0o777:
             raise InvalidBindingError(f"spec.file.mode must be 0-511 (0000-0777), not {mode!r}")
-        refresh = spec.get("refreshIntervalSeconds", DEFAULT_REFRESH_SECONDS)
-        if not isinstance(refresh, int) or refresh < 10:
+        refresh = spec.get("refreshIntervalSeconds")
+        if refresh is not None and (not isinstance(refresh, int) or refresh < 10):
             raise InvalidBindingError(
                 f"spec.refreshIntervalSeconds must be an integer >= 10, not {refresh!r}"
             )

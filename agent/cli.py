@@ -200,7 +200,8 @@ def main() -> None:
     show_envvar=True,
     type=click.FloatRange(min=1),
     default=3600.0,
-    help="Seconds between version checks (jittered ±10%).",
+    help="Seconds between version checks (jittered ±10%); with --binding, the default "
+    "for a binding that sets no spec.refreshIntervalSeconds.",
 )
 @click.option(
     "--backoff-cap",
@@ -333,6 +334,7 @@ def _run_binding_agent(options: dict[str, Any]) -> None:
         vault_namespace=options["vault_namespace"],
         backoff=Backoff(cap=options["backoff_cap"]),
         rotation_spread=options["rotation_spread"],
+        refresh_seconds=options["refresh_interval"],
     )
     health = _health_address(options["health_addr"])
     binding = BindingAgent(options["binding"], defaults)

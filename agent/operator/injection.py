@@ -288,6 +288,8 @@ def _agent_container(
         {"name": "CAPTCHAKEY_OUT_DIR", "value": config.mount_path},
         {"name": "CAPTCHAKEY_TOKEN_FILE", "value": f"{VAULT_TOKEN_DIR}/token"},
         {"name": "CAPTCHAKEY_HEALTH_ADDR", "value": f"0.0.0.0:{AGENT_PORT}"},
+        # The slow resync for bindings that set none (chart: sidecar.refreshIntervalSeconds).
+        {"name": "CAPTCHAKEY_REFRESH_INTERVAL", "value": str(config.refresh_interval_seconds)},
         {"name": "CAPTCHAKEY_LOG_LEVEL", "value": config.log_level},
         {"name": "CAPTCHAKEY_LOG_FORMAT", "value": config.log_format},
     ]

@@ -51,6 +51,9 @@ class AgentDefaults:
     vault_namespace: str | None = None
     backoff: Backoff = field(default_factory=Backoff)
     rotation_spread: float = 0.5  # seconds over which a fleet spreads a rotation's reads.
+    # The slow resync when the binding sets no spec.refreshIntervalSeconds: the webhook
+    # injects the chart's sidecar.refreshIntervalSeconds (CAPTCHAKEY_REFRESH_INTERVAL).
+    refresh_seconds: float = 3600.0
 
 
 class BindingAgent:
@@ -124,16 +127,19 @@ class BindingAgent:
         if self.agent is None or self._task is None or self._task.done():
             refresher = KeyRefresher(self._client(spec.vault), spec.ref, target)
             self.agent = KeyAgent(
-                refresher, refresh_interval=spec.refresh_seconds, backoff=self.defaults.backoff
+                refresher, refresh_interval=self._resync(spec), backoff=self.defaults.backoff
             )
             self._task = asyncio.create_task(self.agent.run(), name=f"key-agent:{self.name}")
         elif spec != self.spec:
             if self.spec is None or spec.vault != self.spec.vault:
                 self.agent.refresher.client = self._client(spec.vault)
             self.agent.refresher.retarget(spec.ref, target)
-            self.agent.refresh_interval = spec.refresh_seconds
+            self.agent.refresh_interval = self._resync(spec)
             self.agent.request_refresh()
         self.spec = spec
+
+    def _resync(self, spec: BindingSpec) -> float:
+        return spec.refresh_seconds or self.defaults.refresh_seconds
 
     def _announce(self, version: int) -> None:
         agent = self.agent

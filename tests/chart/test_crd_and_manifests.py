@@ -179,7 +179,7 @@ def test_example_binding_is_valid_and_defaults_apply() -> None:
     spec = _validate(minimal)["spec"]
     assert spec["kv"] == {"mount": "secret", "path": "captchaai/{environment}", "field": "api_key"}
     assert spec["file"] == {"name": "api_key", "mode": 0o440}
-    assert spec["refreshIntervalSeconds"] == 3600
+    assert "refreshIntervalSeconds" not in spec  # the chart's sidecar default applies.
     assert spec["vault"]["auth"] == {"role": "r", "method": "kubernetes", "audience": "vault"}
 
 

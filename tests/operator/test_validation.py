@@ -57,7 +57,7 @@ def test_minimal_binding_gets_defaults_and_a_resolved_path() -> None:
     assert spec.vault.role == "captcha-worker-dev"
     assert spec.vault.audience == "vault"
     assert spec.vault.address is None
-    assert spec.refresh_seconds == 3600
+    assert spec.refresh_seconds is None  # the agent's injected default applies.
     assert spec.file_name == "api_key"
     assert spec.file_mode == 0o440
     assert spec.rotation_request is None
