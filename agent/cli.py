@@ -474,9 +474,6 @@ def check_webhook_command(url: str, ca_file: str | None, timeout: float) -> None
     """
     import uuid
 
-    with _needs_extra("check-webhook", "agent"):
-        import requests
-
     uid = str(uuid.uuid4())
     review = {
         "apiVersion": "admission.k8s.io/v1",
@@ -493,15 +490,59 @@ def check_webhook_command(url: str, ca_file: str | None, timeout: float) -> None
                        "spec": {"containers": [{"name": "app", "image": "busybox"}]}},
         },
     }  # fmt: skip
-    try:
-        response = requests.post(url, json=review, verify=ca_file or True, timeout=timeout)
-        response.raise_for_status()
-        answer = response.json()["response"]
-    except (requests.RequestException, ValueError, KeyError) as exc:
-        raise click.ClickException(f"the webhook at {url} did not answer properly: {exc}") from None
+    with _needs_extra("check-webhook", "agent"):
+        answer = _post_review(url, review, ca_file, timeout)
     if answer.get("uid") != uid or not answer.get("allowed"):
         raise click.ClickException(f"the webhook at {url} answered unexpectedly: {answer}")
     click.echo(f"webhook at {url} answered and allowed a pod that did not opt in")
+
+
+def _post_review(
+    url: str, review: dict[str, Any], ca_file: str | None, timeout: float
+) -> dict[str, Any]:
+    """POST the review; every way it can fail becomes one line saying what to check."""
+    import requests
+
+    trusted = ca_file or "the system's trusted CAs"
+    try:
+        response = requests.post(url, json=review, verify=ca_file or True, timeout=timeout)
+    except requests.exceptions.SSLError as exc:
+        raise click.ClickException(
+            f"TLS with the webhook at {url} failed: its certificate is not signed by "
+            f"{trusted} or does not name that host ({_root_cause(exc)}); check that --ca-file "
+            "is the ca.crt of the webhook's TLS Secret and that the certificate is current"
+        ) from None
+    except requests.Timeout:
+        raise click.ClickException(
+            f"the webhook at {url} did not answer within {timeout:g}s: is the operator "
+            "overloaded, or a NetworkPolicy dropping the traffic?"
+        ) from None
+    except requests.ConnectionError as exc:
+        raise click.ClickException(
+            f"cannot connect to the webhook at {url} ({_root_cause(exc)}): is the operator "
+            "running and ready, and does the webhook Service select its pods?"
+        ) from None
+    if response.status_code != 200:
+        raise click.ClickException(
+            f"the webhook at {url} answered HTTP {response.status_code}: {response.text[:200]!r}"
+        )
+    try:
+        answer = response.json()["response"]
+    except (ValueError, KeyError, TypeError):
+        raise click.ClickException(
+            f"the webhook at {url} did not answer with an AdmissionReview: {response.text[:200]!r}"
+        ) from None
+    if not isinstance(answer, dict):
+        raise click.ClickException(f"the webhook at {url} answered unexpectedly: {answer!r}")
+    return answer
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost reason (e.g. 'certificate verify failed'), not urllib3's whole chain."""
+    while exc.__context__ is not None or exc.__cause__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    text = str(exc)
+    return text.split("] ", 1)[-1] if text.startswith("[") else text
 
 
 @main.command("demo")
