@@ -1,9 +1,16 @@
 # syntax=docker/dockerfile:1
-# captcha-key-agent: one image for the operator, the injected key agent and `helm test`.
-#   docker build -t captcha-key-agent:0.1.0 .
-# Stage 1 builds a wheel and installs it with the `operator` extra (which includes the
-# agent's dependencies) into a virtualenv; stage 2 copies only that virtualenv onto a
-# clean slim base: no build tools, no sources, no pip cache.
+# captcha-key-agent: two images from one Dockerfile (`make image` builds both).
+#   docker build --target operator -t captcha-key-agent:0.1.0 .
+#   docker build --target sidecar  -t captcha-key-agent-sidecar:0.1.0 .
+# - operator: the operator, `captchakey rotate` and the `helm test` pod (`.[operator,client]`,
+#   with the official `kubernetes` client);
+# - sidecar: the key agent injected into every consumer pod (`.[agent]` only: no
+#   `kubernetes` client, no cryptography, no prometheus); every consumer pod pulls it,
+#   so it carries only what the agent runs.
+# The builder makes the wheel once; each target's virtualenv is installed from it in a
+# stage of its own and copied alone onto a clean base: no build tools, sources or caches.
+# PYTHON_IMAGE must provide python >= 3.11 with venv, groupadd and useradd (python:3.11-slim
+# does; so does a Debian base made with debootstrap, see scripts/build_images.sh).
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -12,27 +19,32 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-RUN python -m venv /opt/venv
-# Metadata first, so the dependency layer is reused when only the code changes.
 COPY pyproject.toml README.md ./
 COPY agent/ ./agent/
-RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
+RUN python -m venv /opt/build \
+    && /opt/build/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
+FROM builder AS operator-venv
+RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir "$(find /wheels -name 'captcha_key_agent-*.whl')[operator,client]" \
     && /opt/venv/bin/pip uninstall --yes pip setuptools wheel \
     && find /opt/venv -depth -name '__pycache__' -type d -exec rm -rf {} +
 
-FROM ${PYTHON_IMAGE}
+FROM builder AS sidecar-venv
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir "$(find /wheels -name 'captcha_key_agent-*.whl')[agent]" \
+    && /opt/venv/bin/pip uninstall --yes pip setuptools wheel \
+    && find /opt/venv -depth -name '__pycache__' -type d -exec rm -rf {} +
+
+FROM ${PYTHON_IMAGE} AS runtime
 ARG VERSION=0.1.0
-LABEL org.opencontainers.image.title="captcha-key-agent" \
-      org.opencontainers.image.description="CaptchaAI API keys from Vault/OpenBao to Kubernetes pods, rotated without restarts" \
-      org.opencontainers.image.version="${VERSION}" \
+LABEL org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://github.com/captcha-key-agent/captcha-key-agent"
 # A fixed non-root identity (65532, as distroless "nonroot"): the chart's runAsUser.
 RUN groupadd --system --gid 65532 nonroot \
     && useradd --system --uid 65532 --gid 65532 --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin nonroot
-COPY --from=builder /opt/venv /opt/venv
 ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
@@ -41,3 +53,14 @@ WORKDIR /tmp
 USER 65532:65532
 ENTRYPOINT ["captchakey"]
 CMD ["--help"]
+
+FROM runtime AS sidecar
+LABEL org.opencontainers.image.title="captcha-key-agent-sidecar" \
+      org.opencontainers.image.description="The CaptchaAI key agent injected into consumer pods: keeps the key file current from Vault/OpenBao"
+COPY --from=sidecar-venv /opt/venv /opt/venv
+
+# The last stage is the default target: `docker build .` gives the operator image.
+FROM runtime AS operator
+LABEL org.opencontainers.image.title="captcha-key-agent" \
+      org.opencontainers.image.description="CaptchaAI API keys from Vault/OpenBao to Kubernetes pods, rotated without restarts: the operator"
+COPY --from=operator-venv /opt/venv /opt/venv

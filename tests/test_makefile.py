@@ -2,11 +2,13 @@
 
 Covers: ``make help`` (also the default goal) lists every target the Makefile declares,
 each with a description; ``make clean`` removes everything the targets create (.venv,
-.tools, build/, caches, egg-info, __pycache__) and nothing tracked, in a copy of the tree.
+.tools, build/, caches, egg-info, __pycache__; with buildah, the images) and nothing
+tracked, in a copy of the tree.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -39,6 +41,8 @@ def test_clean_removes_what_targets_create(tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     tree.mkdir()
     shutil.copy(MAKEFILE, tree / "Makefile")
+    (tree / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "build_images.sh", tree / "scripts" / "build_images.sh")
     created = [".venv/bin", ".tools", "build/rootfs", ".pytest_cache", ".mypy_cache",
                ".ruff_cache", "dist", "captcha_key_agent.egg-info",
                "agent/sidecar/__pycache__", "tests/__pycache__", "scripts/__pycache__"]  # fmt: skip
@@ -47,6 +51,9 @@ def test_clean_removes_what_targets_create(tmp_path: Path) -> None:
         (tree / path / "artifact").write_text("x")
     kept = tree / "agent" / "sidecar" / "agent.py"
     kept.write_text("# tracked source\n")
-    subprocess.run(["make", "clean"], cwd=tree, check=True, capture_output=True, timeout=60)
+    # Names no image exists under, so that the real ones `make image` built stay.
+    env = {**os.environ, "LOCAL_BASE_IMAGE": "localhost/captcha-key-agent-clean-test:none"}
+    subprocess.run(["make", "clean", "IMAGE_TAG=0.0.0-clean-test"], cwd=tree, env=env,
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
     assert [path for path in created if (tree / path).exists()] == []
     assert kept.read_text() == "# tracked source\n"

@@ -45,7 +45,7 @@ class TLSConfig:
 
 @dataclass(frozen=True)
 class InjectionConfig:
-    image: str = "ghcr.io/captcha-key-agent/captcha-key-agent:0.1.0"
+    image: str = "ghcr.io/captcha-key-agent/captcha-key-agent-sidecar:0.1.0"
     image_pull_policy: str = "IfNotPresent"
     resources: Mapping[str, Any] = field(
         default_factory=lambda: {

