@@ -21,6 +21,9 @@ import datetime
 from collections.abc import Mapping
 from typing import Final, TypedDict
 
+from agent import versions
+from agent.versions import Version
+
 __all__ = [
     "BINDING_DELETED",
     "BINDING_NOT_SEEN",
@@ -119,7 +122,9 @@ def parse_last_error(status: Mapping[str, object]) -> LastError | None:
     }
 
 
-def parse_version(status: Mapping[str, object]) -> int | None:
-    """The key version an agent's ``/status`` body says it holds, or ``None``."""
-    version = status.get("version")
-    return version if isinstance(version, int) and not isinstance(version, bool) else None
+def parse_version(status: Mapping[str, object]) -> Version | None:
+    """The key version an agent's ``/status`` body says it holds, or ``None``.
+
+    A number from Vault, an id string from AWS Secrets Manager (see agent.versions).
+    """
+    return versions.parse(status.get("version"))

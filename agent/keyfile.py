@@ -27,6 +27,9 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from agent import versions
+from agent.versions import Version
+
 __all__ = [
     "DEFAULT_DIR",
     "DEFAULT_FILE_NAME",
@@ -56,7 +59,7 @@ class InvalidFileNameError(ValueError):
 class KeyMetadata:
     """What may be said about the key in place: everything except the key."""
 
-    version: int
+    version: Version  # a Vault version number, or an AWS Secrets Manager version id.
     fingerprint: str
     fetched_at: str
     source: str
@@ -96,7 +99,7 @@ def write_key(
     name: str,
     key: str,
     *,
-    version: int,
+    version: Version,
     source: str,
     fetched_at: str,
     mode: int = DEFAULT_MODE,
@@ -120,13 +123,20 @@ def read_metadata(key_path: Path) -> KeyMetadata | None:
     try:
         raw = json.loads(metadata_path(key_path).read_bytes())
         return KeyMetadata(
-            version=int(raw["version"]),
+            version=_version(raw["version"]),
             fingerprint=str(raw["fingerprint"]),
             fetched_at=str(raw["fetched_at"]),
             source=str(raw["source"]),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _version(value: object) -> Version:
+    version = versions.parse(value)
+    if version is None:
+        raise ValueError("no version")
+    return version
 
 
 def _replace_atomically(path: Path, content: bytes, mode: int) -> None:

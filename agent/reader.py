@@ -86,7 +86,7 @@ class KeyReader:
         self._poll_interval = poll_interval
         self._changed = threading.Condition()
         self._key: str | None = None
-        self._version: int | None = None
+        self._version: int | str | None = None
         self._callbacks: list[ChangeCallback] = []
         self._closed = threading.Event()
         self._observer: Any = None
@@ -100,8 +100,8 @@ class KeyReader:
         return self._path
 
     @property
-    def version(self) -> int | None:
-        """The Vault version of the key in memory, when its metadata file agrees with it."""
+    def version(self) -> int | str | None:
+        """The key's version (a Vault number, an AWS version id) when its metadata agrees."""
         return self._version
 
     @property

@@ -65,6 +65,23 @@ class InjectionConfig:
 
 
 @dataclass(frozen=True)
+class AwsConfig:
+    """Which AWS Secrets Manager bindings this operator serves (``spec.source: aws``).
+
+    ``accounts`` is the allow-list of AWS account ids a binding's role and secret may
+    be in: empty (the default) refuses every AWS binding, so a namespace cannot point
+    its pods at an account the platform team never chose. Secret names (or the name
+    part of an ARN) must sit under ``<secret_prefix>/<environment>``, as Vault paths do.
+    ``endpoint_url`` overrides AWS's regional endpoints (a VPC endpoint) for the
+    operator and every injected agent.
+    """
+
+    accounts: tuple[str, ...] = ()
+    secret_prefix: str = "captchaai"
+    endpoint_url: str | None = None
+
+
+@dataclass(frozen=True)
 class OperatorConfig:
     vault: VaultConfig = field(default_factory=VaultConfig)
     kv_mount: str = "secret"
@@ -80,6 +97,7 @@ class OperatorConfig:
     injection: InjectionConfig = field(default_factory=InjectionConfig)
     log_level: str = "info"
     log_format: Literal["json", "text"] = "json"
+    aws: AwsConfig = field(default_factory=AwsConfig)
 
     @classmethod
     def load(cls, path: Path) -> OperatorConfig:
@@ -113,6 +131,7 @@ class OperatorConfig:
                 token_file=Path(auth.get("tokenFile", str, str(VaultConfig.token_file))),
                 audience=auth.get("audience", str, "vault"),
             ),
+            aws=_aws_config(top.section("aws")),
             kv_mount=kv.get("mount", str, "secret"),
             kv_path_prefix=kv.get("pathPrefix", str, "captchaai").strip("/"),
             environments=tuple(top.get("environments", list, ["dev", "staging", "prod"])),
@@ -170,6 +189,18 @@ def _object_name(value: str, where: str) -> str | None:
     if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
         raise ConfigError(f"{where} must be a Kubernetes object name, not {value!r}")
     return value
+
+
+def _aws_config(aws: _Section) -> AwsConfig:
+    accounts = tuple(str(a) for a in aws.get("accounts", list, []))
+    bad = [a for a in accounts if not (len(a) == 12 and a.isdigit())]
+    if bad:
+        raise ConfigError(f"aws.accounts: {', '.join(bad)} are not 12-digit AWS account ids")
+    return AwsConfig(
+        accounts=accounts,
+        secret_prefix=aws.get("secretPrefix", str, "captchaai").strip("/"),
+        endpoint_url=aws.get("endpointUrl", str, "") or None,
+    )
 
 
 class _Section:

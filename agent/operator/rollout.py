@@ -21,8 +21,10 @@ from typing import Any
 
 import aiohttp
 
+from agent import versions
 from agent.agentstatus import LastError, parse_last_error, parse_version
 from agent.operator.injection import AGENT_CONTAINER, AGENT_PORT, ANNOTATION_BINDING, INJECT_LABEL
+from agent.versions import Version
 
 __all__ = [
     "AGENT_UNREACHABLE",
@@ -87,7 +89,7 @@ def _live_consumer(pod: Mapping[str, Any]) -> Consumer | None:
 class Report:
     """What one consumer's agent said on ``/status``: the version it holds and why it fails."""
 
-    version: int | None
+    version: Version | None
     error: LastError | None = None
 
 
@@ -121,7 +123,7 @@ async def read_reports(
 
 async def read_versions(
     consumers: Iterable[Consumer], *, seconds_each: float = 2.0
-) -> dict[str, int | None]:
+) -> dict[str, Version | None]:
     """Ask every consumer's agent which version it holds (``None``: no answer, or none)."""
     reports = await read_reports(consumers, seconds_each=seconds_each)
     return {name: report.version for name, report in reports.items()}
@@ -157,7 +159,7 @@ class Rollout:
     up_to_date: int
     versions: dict[str, int]
     stragglers: list[str]
-    safe_to_revoke: list[int]
+    safe_to_revoke: list[Version]
     failing: dict[str, LastError] = field(default_factory=dict)
 
     @property
@@ -186,9 +188,9 @@ class Rollout:
 
 
 def summarize(
-    held: Mapping[str, int | None],
-    current: int,
-    known: Iterable[int],
+    held: Mapping[str, versions.Version | None],
+    current: versions.Version,
+    known: Iterable[versions.Version],
     errors: Mapping[str, LastError | None] | None = None,
 ) -> Rollout:
     """Aggregate what consumers hold against the current version.
@@ -203,15 +205,24 @@ def summarize(
     for version in held.values():
         label = str(version) if version is not None else "unknown"
         counts[label] = counts.get(label, 0) + 1
-    stragglers = sorted(name for name, v in held.items() if v is None or v < current)
+    stragglers = sorted(name for name, v in held.items() if not versions.is_current(v, current))
     unknown = any(v is None for v in held.values())
     still_held = {v for v in held.values() if v is not None}
-    safe = [] if unknown else sorted(v for v in known if v < current and v not in still_held)
+    safe = (
+        []
+        if unknown
+        else _ordered(v for v in known if versions.is_older(v, current) and v not in still_held)
+    )
     return Rollout(
         consumers=len(held),
-        up_to_date=sum(1 for v in held.values() if v is not None and v >= current),
+        up_to_date=sum(1 for v in held.values() if versions.is_current(v, current)),
         versions=counts,
         stragglers=stragglers,
         safe_to_revoke=safe,
         failing={name: error for name, error in (errors or {}).items() if error is not None},
     )
+
+
+def _ordered(found: Iterable[versions.Version]) -> list[versions.Version]:
+    """Vault numbers in order; AWS version ids (no order of their own) by name."""
+    return sorted(found, key=lambda v: (isinstance(v, str), v if isinstance(v, int) else 0, str(v)))

@@ -20,9 +20,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from agent import versions
 from agent.binding import BindingSpec
 from agent.operator.kube import KubeApi
-from agent.vault import VaultClient
+from agent.vault import SecretRef, VaultClient
 
 __all__ = ["RotationResult", "find_binding", "rotate"]
 
@@ -32,8 +33,8 @@ class RotationResult:
     """How a rotation ended: the version now in use and what may be revoked."""
 
     ok: bool
-    version: int | None
-    revocable: list[int]
+    version: versions.Version | None
+    revocable: list[versions.Version]
     stragglers: list[str]
     message: str
 
@@ -78,6 +79,13 @@ async def rotate(
     if new_key is not None:
         if vault is None:
             raise ValueError("a Vault client is needed to store the new key")
+        if not isinstance(spec.ref, SecretRef):
+            raise LookupError(
+                f"CaptchaKeyBinding {name!r} reads AWS Secrets Manager: store the new key with "
+                f"your own identity (aws secretsmanager put-secret-value --secret-id "
+                f"{spec.ref.secret_id} --secret-string file:///dev/stdin), then run "
+                "captchakey rotate without --new-key-stdin"
+            )
         target = await asyncio.to_thread(vault.write_key, spec.ref, new_key)
         print(f"stored a new key at {spec.ref.mount}/{spec.ref.path} as version {target}", file=out)
     request = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
@@ -112,16 +120,17 @@ def _settled(
 ) -> RotationResult | None:
     if status.get("lastRotationRequest") != request:
         return None  # the operator has not handled this request yet.
-    version = status.get("currentVersion")
-    if not isinstance(version, int) or (target is not None and version < target):
+    version = versions.parse(status.get("currentVersion"))
+    if version is None or (target is not None and not versions.is_current(version, target)):
         return None
     rollout = status.get("rollout") or {}
     if rollout.get("upToDate") != rollout.get("consumers"):
         return None
-    revocable = [v for v in rollout.get("safeToRevoke") or [] if v < version]
-    if before is not None and before < version and before not in revocable:
+    revocable = [v for v in rollout.get("safeToRevoke") or [] if versions.is_older(v, version)]
+    replaced = before is not None and versions.is_older(before, version)
+    if replaced and before not in revocable:
         return None
-    if before is not None and before < version:
+    if replaced:
         message = (
             f"all {rollout.get('consumers', 0)} consumers hold version {version}; "
             f"version {before} is safe to revoke in the CaptchaAI dashboard"

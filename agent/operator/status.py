@@ -22,7 +22,10 @@ from typing import Any, Literal
 
 import kopf
 
+from agent import versions
+from agent.aws.refs import AwsSecretRef
 from agent.binding import BindingSpec, InvalidBindingError
+from agent.keysource import KeySource, SourceMetadata
 from agent.operator.config import OperatorConfig
 from agent.operator.kube import KubeApi
 from agent.operator.observability import Metrics
@@ -30,7 +33,6 @@ from agent.operator.rollout import Consumer, Rollout, read_reports, summarize
 from agent.operator.validation import validate_binding
 from agent.sidecar.agent import Backoff, jittered
 from agent.vault import (
-    SecretMetadata,
     VaultClient,
     VaultError,
     VaultUnavailableError,
@@ -104,6 +106,7 @@ class StatusKeeper:
         self.metrics = metrics
         self.backoff = Backoff(base=2.0, cap=300.0)
         self._clients: dict[tuple[str, str | None], VaultClient] = {}
+        self._aws_clients: dict[str, KeySource] = {}
         self._wakeups: dict[tuple[str, str], asyncio.Event] = {}
         self._closed = False
         # Per binding: the failing consumers last announced, and when (monotonic).
@@ -166,7 +169,7 @@ class StatusKeeper:
         except InvalidBindingError as exc:
             conditions.set("Ready", False, exc.reason, str(exc))
         else:
-            patch["vaultPath"] = f"{spec.ref.mount}/{spec.ref.path}"
+            patch.update(_where(spec))
             if spec.rotation_request:
                 patch["lastRotationRequest"] = spec.rotation_request
                 if spec.rotation_request != status.get("lastRotationRequest"):
@@ -184,8 +187,8 @@ class StatusKeeper:
             else:
                 conditions.set("VaultReachable", True, "MetadataRead", "Vault answered")
                 self._publish(body, spec, meta, patch, conditions)
-                current = patch.get("currentVersion", status.get("currentVersion"))
-                if isinstance(current, int):
+                current = versions.parse(patch.get("currentVersion", status.get("currentVersion")))
+                if current is not None:
                     rollout = await self._follow_rollout(
                         (namespace, name), body, current, meta, consumers, conditions
                     )
@@ -202,8 +205,8 @@ class StatusKeeper:
         self,
         key: tuple[str, str],
         body: kopf.Body,
-        current: int,
-        meta: SecretMetadata,
+        current: versions.Version,
+        meta: SourceMetadata,
         consumers: Callable[[], Iterable[Consumer]],
         conditions: Conditions,
     ) -> Rollout:
@@ -220,12 +223,15 @@ class StatusKeeper:
         self._report_failing(body, key, rollout, conditions)
         return rollout
 
-    def _measure(self, namespace: str, name: str, current: int, rollout: Rollout) -> None:
-        self.metrics.current_version.labels(namespace, name).set(current)
+    def _measure(
+        self, namespace: str, name: str, current: versions.Version, rollout: Rollout
+    ) -> None:
+        if isinstance(current, int):  # an AWS version id is no number: no gauge value.
+            self.metrics.current_version.labels(namespace, name).set(current)
         self.metrics.set_consumers(namespace, name, rollout.consumers, rollout.up_to_date)
 
     def _report_rollout(
-        self, body: kopf.Body, rollout: Rollout, current: int, conditions: Conditions
+        self, body: kopf.Body, rollout: Rollout, current: versions.Version, conditions: Conditions
     ) -> None:
         if not rollout.complete:
             waiting = ", ".join(rollout.stragglers[:10])
@@ -242,8 +248,8 @@ class StatusKeeper:
         conditions.set("RolloutComplete", True, "AllConsumersCurrent",
                        f"all {rollout.consumers} consumers hold version {current}")  # fmt: skip
         if rollout.safe_to_revoke:
-            versions = ", ".join(str(v) for v in rollout.safe_to_revoke)
-            message = (f"no live consumer holds version(s) {versions}: their keys can be "
+            revocable = ", ".join(str(v) for v in rollout.safe_to_revoke)
+            message = (f"no live consumer holds version(s) {revocable}: their keys can be "
                        "revoked in the CaptchaAI dashboard")  # fmt: skip
             conditions.set("SafeToRevoke", True, "OldVersionsUnused", message)
             if before.get("safeToRevoke") != rollout.safe_to_revoke:
@@ -309,7 +315,7 @@ class StatusKeeper:
         self,
         body: kopf.Body,
         spec: BindingSpec,
-        meta: SecretMetadata,
+        meta: SourceMetadata,
         patch: dict[str, Any],
         conditions: Conditions,
     ) -> None:
@@ -327,12 +333,16 @@ class StatusKeeper:
         patch["currentVersion"] = wanted
         if previous != wanted:
             change = f"version {previous} -> {wanted}" if previous else f"version {wanted}"
-            _normal(body, "VersionChanged", f"{change} of {patch['vaultPath']} published")
+            where = patch.get("vaultPath") or patch.get("awsSecret")
+            _normal(body, "VersionChanged", f"{change} of {where} published")
         what = f"pinned version {wanted}" if pinned else f"latest version {wanted}"
         conditions.set("Ready", True, "VersionPublished", f"consumers follow the {what}")
 
-    def _client(self, spec: BindingSpec) -> VaultClient:
+    def _client(self, spec: BindingSpec) -> KeySource:
+        if isinstance(spec.ref, AwsSecretRef):
+            return self._aws_client(spec.ref.region)
         vault = self.config.vault
+        assert spec.vault is not None  # not AWS: a Vault binding.
         address = spec.vault.address or vault.address
         key = (address, spec.vault.namespace or vault.namespace)
         if key not in self._clients:
@@ -346,6 +356,23 @@ class StatusKeeper:
                 address, auth, ca_cert=vault.ca_cert_file, namespace=key[1]
             )
         return self._clients[key]
+
+    def _aws_client(self, region: str) -> KeySource:
+        """The operator's own AWS identity (its IRSA role): DescribeSecret, never the value."""
+        if region not in self._aws_clients:
+            from agent.aws.secrets import SecretsManagerSource  # only when AWS is used.
+
+            self._aws_clients[region] = SecretsManagerSource(
+                region, endpoint_url=self.config.aws.endpoint_url
+            )
+        return self._aws_clients[region]
+
+
+def _where(spec: BindingSpec) -> dict[str, str]:
+    """Where the key lives, for ``status``: the KV path, or the AWS secret."""
+    if isinstance(spec.ref, AwsSecretRef):
+        return {"awsSecret": f"{spec.ref.region}:{spec.ref.secret_id}"}
+    return {"vaultPath": f"{spec.ref.mount}/{spec.ref.path}"}
 
 
 def _normal(body: kopf.Body, reason: str, message: str) -> None:

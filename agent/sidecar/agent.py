@@ -22,6 +22,7 @@ import random
 import time
 from dataclasses import dataclass
 
+from agent import versions
 from agent.sidecar.refresher import KeyRefresher
 from agent.vault import VaultError, VaultUnavailableError
 
@@ -58,7 +59,7 @@ class KeyAgent:
         self.refresher = refresher
         self.refresh_interval = refresh_interval
         self.backoff = backoff or Backoff()
-        self.desired_version: int | None = None
+        self.desired_version: versions.Version | None = None
         self.consecutive_failures = 0
         self.last_error: str | None = None
         self.last_success: float | None = None
@@ -72,7 +73,7 @@ class KeyAgent:
         held = self.refresher.held_version
         if held is None or not self.refresher.target.path.exists():
             return False
-        return self.desired_version is None or held >= self.desired_version
+        return self.desired_version is None or versions.is_current(held, self.desired_version)
 
     def status(self) -> dict[str, object]:
         """What ``/status`` shows: versions and health, never the key."""
@@ -87,10 +88,14 @@ class KeyAgent:
             "source": str(self.refresher.ref),
         }
 
-    def request_refresh(self, *, at_least: int | None = None, force: bool = False) -> None:
+    def request_refresh(
+        self, *, at_least: versions.Version | None = None, force: bool = False
+    ) -> None:
         """Refresh as soon as possible; ``at_least`` is a version known to exist now."""
         if at_least is not None:
-            self.desired_version = max(at_least, self.desired_version or 0)
+            desired = self.desired_version
+            newer = isinstance(desired, int) and isinstance(at_least, int) and desired > at_least
+            self.desired_version = desired if newer else at_least
         self._force = self._force or force
         self._wake.set()
 

@@ -29,7 +29,9 @@ from typing import Any
 
 import kopf
 
-from agent.binding import GROUP, PLURAL, VERSION, BindingSpec, InvalidBindingError, VaultAuthSpec
+from agent import versions
+from agent.binding import GROUP, PLURAL, VERSION, BindingSpec, InvalidBindingError
+from agent.keysource import KeySource
 from agent.sidecar.agent import Backoff, KeyAgent
 from agent.sidecar.health import serve_health
 from agent.sidecar.refresher import KeyRefresher, KeyTarget
@@ -54,6 +56,8 @@ class AgentDefaults:
     # The slow resync when the binding sets no spec.refreshIntervalSeconds: the webhook
     # injects the chart's sidecar.refreshIntervalSeconds (CAPTCHAKEY_REFRESH_INTERVAL).
     refresh_seconds: float = 3600.0
+    aws_token_file: Path | None = None  # the projected token for STS (spec.source: aws).
+    aws_endpoint_url: str | None = None  # a private endpoint (VPC, FIPS); None: AWS's own.
 
 
 class BindingAgent:
@@ -108,8 +112,8 @@ class BindingAgent:
             return
         self.problem = None
         self._apply(spec)
-        current = (body.get("status") or {}).get("currentVersion")
-        if isinstance(current, int) and spec.ref.version is None:
+        current = versions.parse((body.get("status") or {}).get("currentVersion"))
+        if current is not None and spec.ref.version is None:
             self._announce(current)
 
     async def close(self) -> None:
@@ -125,14 +129,14 @@ class BindingAgent:
         spec = replace(spec, rotation_request=None)
         target = KeyTarget(self.defaults.out_dir, spec.file_name, spec.file_mode)
         if self.agent is None or self._task is None or self._task.done():
-            refresher = KeyRefresher(self._client(spec.vault), spec.ref, target)
+            refresher = KeyRefresher(self._client(spec), spec.ref, target)
             self.agent = KeyAgent(
                 refresher, refresh_interval=self._resync(spec), backoff=self.defaults.backoff
             )
             self._task = asyncio.create_task(self.agent.run(), name=f"key-agent:{self.name}")
         elif spec != self.spec:
-            if self.spec is None or spec.vault != self.spec.vault:
-                self.agent.refresher.client = self._client(spec.vault)
+            if self.spec is None or _identity(spec) != _identity(self.spec):
+                self.agent.refresher.client = self._client(spec)
             self.agent.refresher.retarget(spec.ref, target)
             self.agent.refresh_interval = self._resync(spec)
             self.agent.request_refresh()
@@ -141,7 +145,7 @@ class BindingAgent:
     def _resync(self, spec: BindingSpec) -> float:
         return spec.refresh_seconds or self.defaults.refresh_seconds
 
-    def _announce(self, version: int) -> None:
+    def _announce(self, version: versions.Version) -> None:
         agent = self.agent
         if agent is None or version == agent.refresher.held_version:
             return
@@ -152,7 +156,11 @@ class BindingAgent:
         loop = asyncio.get_running_loop()
         self._pending = loop.call_later(delay, lambda: agent.request_refresh(at_least=version))
 
-    def _client(self, vault: VaultAuthSpec) -> VaultClient:
+    def _client(self, spec: BindingSpec) -> KeySource:
+        if spec.aws is not None:
+            return self._aws_client(spec)
+        vault = spec.vault
+        assert vault is not None  # a binding without spec.aws is a Vault binding.
         auth = auth_from_settings(
             vault.method,
             role=vault.role,
@@ -166,11 +174,33 @@ class BindingAgent:
             namespace=vault.namespace or self.defaults.vault_namespace,
         )
 
+    def _aws_client(self, spec: BindingSpec) -> KeySource:
+        # Imported here, not at the top: Vault users never load the AWS SDK.
+        from agent.aws import DEFAULT_TOKEN_FILE, AwsSecretRef, WebIdentity
+        from agent.aws.secrets import SecretsManagerSource, session_name
+
+        assert spec.aws is not None
+        assert isinstance(spec.ref, AwsSecretRef)
+        identity = WebIdentity(
+            role_arn=spec.aws.role_arn,
+            token_file=self.defaults.aws_token_file or DEFAULT_TOKEN_FILE,
+            session_name=session_name(),
+        )
+        return SecretsManagerSource(
+            spec.ref.region, identity, endpoint_url=self.defaults.aws_endpoint_url
+        )
+
     def _stop_refreshing(self) -> None:
         if self._pending is not None:
             self._pending.cancel()
         if self.agent is not None:
             self.agent.stop()
+
+
+def _identity(spec: BindingSpec) -> object:
+    """What a backend client depends on: a change of it needs a new client (a new login)."""
+    region = getattr(spec.ref, "region", None)
+    return (spec.vault, spec.aws, region)
 
 
 def build_registry(

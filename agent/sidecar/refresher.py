@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent import keyfile, logs
-from agent.vault import KeyVersion, PermissionDeniedError, SecretRef, VaultClient
+from agent.keysource import FetchedKey, KeySource, SourceRef
+from agent.vault import PermissionDeniedError
+from agent.versions import Version
 
 __all__ = ["KeyRefresher", "KeyTarget"]
 
@@ -38,25 +40,25 @@ class KeyTarget:
 class KeyRefresher:
     """Brings the key file up to date with one :class:`SecretRef` in Vault."""
 
-    def __init__(self, client: VaultClient, ref: SecretRef, target: KeyTarget):
+    def __init__(self, client: KeySource, ref: SourceRef, target: KeyTarget):
         keyfile.validate_file_name(target.name)
         self.client = client
         self.ref = ref
         self.target = target
         meta = keyfile.read_metadata(target.path)
         # After a container restart the emptyDir still holds the last key: remember it.
-        self.held_version: int | None = meta.version if meta else None
+        self.held_version: Version | None = meta.version if meta else None
         self.fingerprint: str | None = meta.fingerprint if meta else None
         self._metadata_allowed = True
 
-    def retarget(self, ref: SecretRef, target: KeyTarget) -> None:
+    def retarget(self, ref: SourceRef, target: KeyTarget) -> None:
         """Follow a changed binding (new path, field, pin or file) from the next refresh."""
         if (ref, target) != (self.ref, self.target):
             keyfile.validate_file_name(target.name)
             self.ref, self.target = ref, target
             self.held_version = None  # a different source: rewrite whatever it holds.
 
-    async def refresh(self, *, at_least: int | None = None, force: bool = False) -> bool:
+    async def refresh(self, *, at_least: Version | None = None, force: bool = False) -> bool:
         """Rewrite the file if Vault has a different wanted version; return whether it did.
 
         ``at_least`` is a version the caller already knows exists (the operator
@@ -75,7 +77,7 @@ class KeyRefresher:
         await self._write(key)
         return True
 
-    async def _current_version(self, ref: SecretRef) -> int | None:
+    async def _current_version(self, ref: SourceRef) -> Version | None:
         """The latest version from metadata, or ``None`` if the policy lacks metadata read."""
         if not self._metadata_allowed:
             return None
@@ -91,7 +93,7 @@ class KeyRefresher:
             return None
         return meta.current_version
 
-    async def _write(self, key: KeyVersion) -> None:
+    async def _write(self, key: FetchedKey) -> None:
         logs.redact(key.value)
         if key.version == self.held_version and keyfile.fingerprint(key.value) == self.fingerprint:
             return
@@ -105,7 +107,7 @@ class KeyRefresher:
             target.name,
             key.value,
             version=key.version,
-            source=str(replace(key.ref, version=None)),
+            source=key.ref.source,
             fetched_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             mode=target.mode,
         )

@@ -66,6 +66,11 @@ class SecretRef:
     def metadata_path(self) -> str:
         return f"{self.mount}/metadata/{self.path}"
 
+    @property
+    def source(self) -> str:
+        """Where the key comes from, without the pin (the key file's ``source``)."""
+        return f"{self.mount}/{self.path}#{self.field}"
+
     def __str__(self) -> str:
         pin = f"@{self.version}" if self.version else ""
         return f"{self.mount}/{self.path}#{self.field}{pin}"

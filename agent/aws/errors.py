@@ -1,0 +1,133 @@
+"""AWS failures as actionable errors, in the agent's one error family.
+
+Each class also derives from the matching :mod:`agent.vault.errors` class, because
+that family is what the refresh loop, the refresher and the operator's status keeper
+already know how to treat: :class:`AwsUnavailableError` is transient (retried with
+exponential backoff and full jitter, the last good key kept), a denied metadata read
+makes the refresher fall back to data reads, and everything else is a configuration
+problem reported with what to fix. Messages name the secret, the region, the IAM
+action and the role, never a credential or the key.
+"""
+
+from __future__ import annotations
+
+from agent.vault.errors import (
+    AuthenticationError,
+    PermissionDeniedError,
+    SecretNotFoundError,
+    VaultError,
+    VaultUnavailableError,
+    VersionUnavailableError,
+)
+
+__all__ = [
+    "AwsAccessDeniedError",
+    "AwsError",
+    "AwsLoginError",
+    "AwsNoCredentialsError",
+    "AwsSecretNotFoundError",
+    "AwsUnavailableError",
+    "AwsVersionUnavailableError",
+]
+
+_DOC = "docs/aws.md"
+
+
+class AwsError(VaultError):
+    """Base of every AWS error: ``str()`` is the whole actionable message."""
+
+    reason = "AwsError"
+
+    def __init__(self, message: str):
+        Exception.__init__(self, message)
+
+
+class AwsUnavailableError(AwsError, VaultUnavailableError):
+    """AWS cannot answer now (network, 5xx) or throttles us: retried with backoff."""
+
+    reason = "AwsUnreachable"
+
+    def __init__(self, service: str, region: str, detail: str, *, throttled: bool = False):
+        if throttled:
+            self.reason = "AwsThrottled"
+            what = f"AWS {service} in {region} is throttling requests ({detail})"
+        else:
+            what = f"AWS {service} in {region} is unavailable ({detail})"
+        AwsError.__init__(
+            self,
+            f"{what}; retrying with exponential backoff and jitter, the last good key stays "
+            "in place. Check the network path to the regional endpoint (or its VPC endpoint).",
+        )
+
+
+class AwsLoginError(AwsError, AuthenticationError):
+    """STS refused to exchange the pod's token for the role (trust policy, audience)."""
+
+    reason = "LoginRefused"
+
+    def __init__(self, role_arn: str, detail: str):
+        AwsError.__init__(
+            self,
+            f"STS refused AssumeRoleWithWebIdentity for role {role_arn} ({detail}): check the "
+            "role's trust policy (the cluster's OIDC provider as Federated principal, "
+            "the audience in :aud, system:serviceaccount:NAMESPACE:NAME in :sub) and that "
+            f"the token's audience matches spec.aws.audience (see {_DOC}).",
+        )
+
+
+class AwsNoCredentialsError(AwsError, AuthenticationError):
+    """No AWS identity at all where the SDK looks (the operator without IRSA, say)."""
+
+    reason = "LoginRefused"
+
+    def __init__(self, who: str):
+        AwsError.__init__(
+            self,
+            f"no AWS credentials found for {who}: on EKS, annotate its service account with "
+            "eks.amazonaws.com/role-arn (IRSA) or use EKS Pod Identity; elsewhere, an instance "
+            f"role or AWS_* environment variables (see {_DOC}).",
+        )
+
+
+class AwsAccessDeniedError(AwsError, PermissionDeniedError):
+    """The identity is known, but its IAM policy does not allow this action on the secret."""
+
+    reason = "AwsForbidden"
+
+    def __init__(self, secret_id: str, action: str, identity: str):
+        self.path = secret_id
+        AwsError.__init__(
+            self,
+            f"AccessDeniedException from AWS: {identity} may not {action} on secret "
+            f'"{secret_id}". Allow it in the role\'s policy: {{"Effect": "Allow", '
+            f'"Action": "{action}", "Resource": "<the secret ARN>"}} (and kms:Decrypt on '
+            f"its key if it uses a customer-managed KMS key; see {_DOC}).",
+        )
+
+
+class AwsSecretNotFoundError(AwsError, SecretNotFoundError):
+    """No such secret in that region (a typo, the wrong region, or it was deleted)."""
+
+    reason = "SecretNotFound"
+
+    def __init__(self, secret_id: str, region: str, detail: str):
+        AwsError.__init__(
+            self,
+            f'no secret "{secret_id}" in AWS Secrets Manager in {region} ({detail}): check '
+            "spec.aws.secretId and spec.aws.region, or create it: aws secretsmanager "
+            f"create-secret --region {region} --name {secret_id} --secret-string ...",
+        )
+
+
+class AwsVersionUnavailableError(AwsError, VersionUnavailableError):
+    """The pinned version id or the followed staging label is not on any version."""
+
+    reason = "VersionUnavailable"
+
+    def __init__(self, secret_id: str, wanted: str):
+        AwsError.__init__(
+            self,
+            f'secret "{secret_id}" has no version {wanted}: pin an existing version id, or '
+            "follow a staging label that is attached (AWSCURRENT). Consumers keep the key "
+            "they hold.",
+        )

@@ -1,0 +1,47 @@
+"""What a key *version* is, for every key source: one definition the agent and operator share.
+
+Vault KV v2 numbers its versions (1, 2, 3...): a higher number is newer, so "holds at
+least the wanted version" and "older than current" are comparisons. AWS Secrets Manager
+names its versions with opaque ids (UUIDs) and moves staging labels (``AWSCURRENT``,
+``AWSPREVIOUS``) between them: there is no order to compare, only identity. Both meet
+in one type, :data:`Version`, and in the two questions rotation tracking asks, which
+this module answers for either kind:
+
+- :func:`is_current`: does a consumer's held version satisfy the wanted one?
+- :func:`is_older`: is a version an older one (a candidate for "safe to revoke")?
+
+An ``int`` is a Vault version and a ``str`` an AWS version id; a binding uses one
+backend, so the two never meet in one comparison. If they do (a binding switched
+backends), nothing is current and nothing is older: the safe answer.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Version", "is_current", "is_older", "parse"]
+
+Version = int | str
+
+
+def is_current(held: Version | None, wanted: Version) -> bool:
+    """Whether ``held`` satisfies ``wanted``: at least it (numbers), or the same id."""
+    if isinstance(held, bool) or held is None:
+        return False
+    if isinstance(held, int) and isinstance(wanted, int):
+        return held >= wanted
+    return type(held) is type(wanted) and held == wanted
+
+
+def is_older(version: Version, current: Version) -> bool:
+    """Whether ``version`` is superseded by ``current``: lower (numbers) or another id."""
+    if isinstance(version, int) and isinstance(current, int):
+        return version < current
+    return isinstance(version, str) and isinstance(current, str) and version != current
+
+
+def parse(value: object) -> Version | None:
+    """A version from JSON (an agent's /status, a key file's metadata), or ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) or (isinstance(value, str) and value):
+        return value
+    return None
