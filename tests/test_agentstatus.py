@@ -59,4 +59,8 @@ def test_parse_version() -> None:
     assert parse_version({"version": 3}) == 3
     assert parse_version({"version": None}) is None
     assert parse_version({"version": True}) is None
-    assert parse_version({"version": "3"}) is None
+    # A string is an AWS Secrets Manager version id (spec.source: aws): opaque, kept as is.
+    version_id = "a1b2c3d4-1111-2222-3333-444455556666"
+    assert parse_version({"version": version_id}) == version_id
+    assert parse_version({"version": ""}) is None
+    assert parse_version({"version": 3.5}) is None
