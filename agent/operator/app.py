@@ -63,7 +63,9 @@ def build_registry(
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.posting.level = logging.WARNING  # Events for warnings; info Events are explicit.
+        # kopf's own log lines become Events from WARNING up; the binding's Normal Events
+        # (VersionChanged, RolloutComplete, ...) are posted explicitly with kopf.event.
+        settings.posting.level = logging.WARNING
         settings.scanning.disabled = True
         settings.admission.managed = None  # the chart owns the webhook configurations.
         if config.tls.mode == "cert-manager":  # cert-manager renews; kopf reloads the files.

@@ -279,7 +279,7 @@ class StatusKeeper:
         reasons = sorted({error["reason"] for error in rollout.failing.values()})
         reason = reasons[0] if len(reasons) == 1 else "ConsumerErrors"
         named = "; ".join(
-            f"{entry['pod']}: {entry['reason']}: {entry['message']}"
+            f"{entry['pod']}: {entry['reason']}: {_shortened(entry['message'])}"
             for entry in rollout.failing_status()
         )
         more = len(rollout.failing) - len(rollout.failing_status())
@@ -382,3 +382,8 @@ def _normal(body: kopf.Body, reason: str, message: str) -> None:
     own INFO log lines do not become Events; ``kopf.event`` posts regardless of it.
     """
     kopf.event(body, type="Normal", reason=reason, message=message)
+
+
+def _shortened(message: str, limit: int = 200) -> str:
+    """One consumer's message in a summary of ten: the full text is in rollout.failing."""
+    return message if len(message) <= limit else message[: limit - 1] + "…"

@@ -7,7 +7,8 @@ Covers:
 - a dozen consumers rotate: progress goes from 0 to all; version 1 shows as safe to
   revoke only once every consumer holds version 2; each agent logged in to Vault once
   (tokens reused: no login storm);
-- a consumer pod that dies mid-rotation is dropped from the count and stops blocking;
+- a consumer pod that dies mid-rotation is named as failing (AgentUnreachable) while it is
+  listed, then dropped from the count and stops blocking;
 - pin and unpin through the spec move every consumer; a pin on a destroyed version is a
   clear condition and consumers keep their key;
 - two rotations in quick succession both land;
@@ -218,6 +219,9 @@ async def test_dead_consumer_is_dropped(
         )
         assert status["rollout"]["stragglers"] == ["solver-dead"]
         assert status["rollout"]["safeToRevoke"] == []
+        (silent,) = status["rollout"]["failing"]  # named, with why: its agent never answers.
+        assert (silent["pod"], silent["reason"]) == ("solver-dead", "AgentUnreachable")
+        assert "port 8099" in silent["message"]
         await delete_pod(workload, "solver-dead")
         status = await wait_status(
             workload, lambda s: (s.get("rollout") or {}).get("safeToRevoke") == [1]
