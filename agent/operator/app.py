@@ -58,7 +58,7 @@ def build_registry(
     metrics = metrics or Metrics()
     keeper = StatusKeeper(config, kube, metrics)
     workdir = Path(tempfile.mkdtemp(prefix="captchakeys-tls-"))
-    cluster: dict[str, tuple[int, int]] = {}
+    mutator = _PodMutator(config, kube)
     background: set[asyncio.Task[None]] = set()  # referenced here, so never collected.
 
     @kopf.on.startup(registry=registry)
@@ -68,28 +68,13 @@ def build_registry(
         settings.posting.level = logging.WARNING
         settings.scanning.disabled = True
         settings.admission.managed = None  # the chart owns the webhook configurations.
-        if config.tls.mode == "cert-manager":  # cert-manager renews; kopf reloads the files.
-            certfile, keyfile = config.tls.cert_dir / "tls.crt", config.tls.cert_dir / "tls.key"
-        else:
-            names = [*tls.service_names(config.webhook_service, namespace), *extra_names]
-            serving = tls.ServingCertificate(
-                kube, namespace, config.tls.secret_name, names, workdir
-            )
-            configurations = (config.mutating_configuration, config.validating_configuration)
-            await serving.refresh(*configurations)
-            background.add(asyncio.create_task(serving.keep_fresh(*configurations)))
-            certfile, keyfile = serving.certfile, serving.keyfile
+        certfile, keyfile = await _serving_files(
+            config, kube, namespace, extra_names, workdir, background
+        )
         settings.admission.server = kopf.WebhookServer(
             addr=webhook_host, port=config.webhook_port, certfile=certfile, pkeyfile=keyfile
         )
-        cluster["version"] = await kube.server_version()
-        if cluster["version"] < MIN_KUBERNETES:
-            _log.error(
-                "Kubernetes %s.%s has no native sidecars (needs >= %s.%s): opted-in pods will "
-                "be refused until the cluster is upgraded",
-                *cluster["version"],
-                *MIN_KUBERNETES,
-            )
+        await mutator.learn_cluster_version()
 
     @kopf.on.cleanup(registry=registry)
     async def stop_background(**_: Any) -> None:
@@ -119,33 +104,7 @@ def build_registry(
             metrics.admission_seconds.labels("mutate-pods").time(),
             _counted(metrics, "mutate-pods"),
         ):
-            await _inject(body, patch, known)
-
-    async def _lookup(known: BindingIndex, namespace: str, name: str) -> dict[str, Any] | None:
-        # From memory when the watch has seen it; from the API when it has not (created an
-        # instant ago, or this replica's watches are paused as a peering standby).
-        for binding in known.get((namespace, name), []):
-            return binding
-        return await kube.get_binding(namespace, name)
-
-    async def _inject(body: kopf.Body, patch: kopf.Patch, known: BindingIndex) -> None:
-        if cluster.get("version", MIN_KUBERNETES) < MIN_KUBERNETES:
-            major, minor = cluster["version"]
-            raise kopf.AdmissionError(
-                f"this cluster runs Kubernetes {major}.{minor}; the key agent is a native sidecar "
-                "and needs >= 1.29: upgrade the cluster or remove the captchakeys.io/inject label"
-            )
-        if body.metadata.labels.get(INJECT_LABEL) != "true":
-            return  # the objectSelector should have kept it away; answer fast all the same.
-        pod_namespace = body.metadata.namespace or ""
-        binding_name = (body.metadata.annotations or {}).get(ANNOTATION_BINDING, "").strip()
-        binding = await _lookup(known, pod_namespace, binding_name) if binding_name else None
-        try:
-            planned = plan_injection(
-                body, binding, config.injection, vault_addr=config.vault.address
-            )
-        except InjectionError as exc:
-            raise kopf.AdmissionError(str(exc), code=400) from None
+            planned = await mutator.plan(body, known)
         if planned is not None:
             patch.spec.update(planned)
 
@@ -153,10 +112,7 @@ def build_registry(
     def validate(body: kopf.Body, **_: Any) -> None:
         webhook = "validate-captchakeybindings"
         with metrics.admission_seconds.labels(webhook).time(), _counted(metrics, webhook):
-            try:
-                validate_binding(body, config)
-            except InvalidBindingError as exc:
-                raise kopf.AdmissionError(str(exc), code=422) from None
+            _admit_binding(body, config)
 
     @kopf.index("pods", id="consumers", labels={INJECT_LABEL: "true"}, registry=registry)
     def consumers(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Consumer] | None:
@@ -180,11 +136,7 @@ def build_registry(
     # events belong to the loop.
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def on_change(name: str, namespace: str | None, body: kopf.Body, **_: Any) -> None:
-        status = body.get("status") or {}
-        rotation = (body.spec.get("rotation") or {}).get("requestedAt")
-        stale = body.metadata.get("generation") != status.get("observedGeneration")
-        if stale or (rotation and rotation != status.get("lastRotationRequest")):
-            keeper.wake(namespace or "", name)
+        keeper.wake_if_asked(namespace or "", name, body)
 
     @kopf.on.event("pods", labels={INJECT_LABEL: "true"}, registry=registry)
     async def on_pod(body: kopf.Body, **_: Any) -> None:
@@ -194,6 +146,85 @@ def build_registry(
             keeper.wake(body.metadata.namespace or "", binding)
 
     return registry
+
+
+def _admit_binding(body: kopf.Body, config: OperatorConfig) -> None:
+    """The validating webhook: a binding outside policy is refused with what to fix."""
+    try:
+        validate_binding(body, config)
+    except InvalidBindingError as exc:
+        raise kopf.AdmissionError(str(exc), code=422) from None
+
+
+async def _serving_files(
+    config: OperatorConfig,
+    kube: KubeApi,
+    namespace: str,
+    extra_names: tuple[str, ...],
+    workdir: Path,
+    background: set[asyncio.Task[None]],
+) -> tuple[Path, Path]:
+    """The webhook's certificate and key files; self-signed ones are kept fresh meanwhile."""
+    if config.tls.mode == "cert-manager":  # cert-manager renews; kopf reloads the files.
+        return config.tls.cert_dir / "tls.crt", config.tls.cert_dir / "tls.key"
+    names = [*tls.service_names(config.webhook_service, namespace), *extra_names]
+    serving = tls.ServingCertificate(kube, namespace, config.tls.secret_name, names, workdir)
+    configurations = (config.mutating_configuration, config.validating_configuration)
+    await serving.refresh(*configurations)
+    background.add(asyncio.create_task(serving.keep_fresh(*configurations)))
+    return serving.certfile, serving.keyfile
+
+
+class _PodMutator:
+    """The pod-mutating webhook: the binding looked up, the injection planned or refused.
+
+    Called on CREATE and again on reinvocation (``reinvocationPolicy: IfNeeded``), when a
+    later webhook changed the pod: :func:`plan_injection` then adds only what is missing.
+    """
+
+    def __init__(self, config: OperatorConfig, kube: KubeApi):
+        self.config = config
+        self.kube = kube
+        self.cluster = MIN_KUBERNETES  # until the API server said which it is.
+
+    async def learn_cluster_version(self) -> None:
+        self.cluster = await self.kube.server_version()
+        if self.cluster < MIN_KUBERNETES:
+            _log.error(
+                "Kubernetes %s.%s has no native sidecars (needs >= %s.%s): opted-in pods will "
+                "be refused until the cluster is upgraded",
+                *self.cluster,
+                *MIN_KUBERNETES,
+            )
+
+    async def plan(self, body: kopf.Body, known: BindingIndex) -> dict[str, Any] | None:
+        cluster = self.cluster
+        if cluster < MIN_KUBERNETES:
+            raise kopf.AdmissionError(
+                f"this cluster runs Kubernetes {cluster[0]}.{cluster[1]}; the key agent is a "
+                "native sidecar and needs >= 1.29: upgrade the cluster or remove the "
+                f"{INJECT_LABEL} label"
+            )
+        if body.metadata.labels.get(INJECT_LABEL) != "true":
+            return None  # the objectSelector should have kept it away; answer fast all the same.
+        namespace = body.metadata.namespace or ""
+        binding_name = (body.metadata.annotations or {}).get(ANNOTATION_BINDING, "").strip()
+        binding = await self._lookup(known, namespace, binding_name) if binding_name else None
+        try:
+            return plan_injection(
+                body, binding, self.config.injection, vault_addr=self.config.vault.address
+            )
+        except InjectionError as exc:
+            raise kopf.AdmissionError(str(exc), code=400) from None
+
+    async def _lookup(
+        self, known: BindingIndex, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        # From memory when the watch has seen it; from the API when it has not (created an
+        # instant ago, or this replica's watches are paused as a peering standby).
+        for binding in known.get((namespace, name), []):
+            return binding
+        return await self.kube.get_binding(namespace, name)
 
 
 @contextlib.contextmanager

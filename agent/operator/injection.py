@@ -89,6 +89,11 @@ def plan_injection(
     if (metadata.get("labels") or {}).get(INJECT_LABEL) != "true":
         return None
     spec = pod.get("spec") or {}
+    if (spec.get("os") or {}).get("name") == "windows":
+        raise InjectionError(
+            "the key agent is a Linux container and this pod sets spec.os.name: windows: "
+            f"remove the {INJECT_LABEL} label, or run the workload on Linux"
+        )
     annotations = metadata.get("annotations") or {}
     binding_name = _binding_name(annotations, binding)
     containers: list[dict[str, Any]] = [dict(c) for c in spec.get("containers") or []]

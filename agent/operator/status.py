@@ -126,6 +126,14 @@ class StatusKeeper:
         """Check this binding now: its spec changed, or a rotation was requested."""
         self._wakeups.setdefault((namespace, name), asyncio.Event()).set()
 
+    def wake_if_asked(self, namespace: str, name: str, body: Mapping[str, Any]) -> None:
+        """Check now if the spec changed since the last status, or a rotation is new."""
+        status = body.get("status") or {}
+        rotation = ((body.get("spec") or {}).get("rotation") or {}).get("requestedAt")
+        stale = (body.get("metadata") or {}).get("generation") != status.get("observedGeneration")
+        if stale or (rotation and rotation != status.get("lastRotationRequest")):
+            self.wake(namespace, name)
+
     async def keep(
         self,
         namespace: str,

@@ -25,7 +25,8 @@ Aspects covered:
 - each bad annotation raises InjectionError naming the problem and the fix: missing
   binding annotation, absent binding, unknown container (lists the pod's containers),
   mount path relative / over a system path / not normalised (also a leading "//"),
-  volume name clash, a target container already mounting something at the mount path.
+  volume name clash, a target container already mounting something at the mount path,
+  a Windows pod (the agent is a Linux container).
 - the injected pod validates as a Pod against the Kubernetes 1.29 and 1.37 schemas (strict).
 """
 
@@ -398,6 +399,12 @@ def test_volume_name_clash(name: str) -> None:
     message = refused(make_pod("app", volumes=[{"name": name, "emptyDir": {}}]))
     assert name in message
     assert "rename" in message
+
+
+def test_windows_pod_is_refused_with_the_reason() -> None:
+    message = refused(make_pod("app", os={"name": "windows"}))
+    assert "spec.os.name: windows" in message
+    assert INJECT_LABEL in message
 
 
 def test_target_container_already_mounts_at_the_mount_path() -> None:
