@@ -17,14 +17,16 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 
 import hvac
 import requests
@@ -163,9 +165,33 @@ def _new_key() -> str:
     return secrets.token_hex(16)  # CaptchaAI keys are 32 hex characters.
 
 
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM ends the demo as Ctrl-C does: its bao server stopped, its temp files gone.
+
+    Python's default action for SIGTERM ends the process on the spot, skipping every
+    ``finally``: the dev server would outlive the demo and the key file stay on disk.
+    Raising SystemExit instead unwinds the ``with`` blocks that own them (exit 143).
+    """
+
+    def terminated(signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_demo(*, rotations: int = 5, interval: float = 0.2) -> int:
     """Run the demo; print as it goes and a summary at the end. Returns an exit code."""
     logs.configure("warning", "text")
+    with _sigterm_unwinds():
+        return _demo(rotations, interval)
+
+
+def _demo(rotations: int, interval: float) -> int:
     started = time.monotonic()
     with OpenBaoDevServer() as bao, tempfile.TemporaryDirectory(prefix="captchaai-") as out:
         print(f"1. OpenBao dev server at {bao.addr}")
@@ -209,12 +235,12 @@ async def _rotate(
     bao: OpenBaoDevServer, agent: KeyAgent, target: KeyTarget, rotations: int
 ) -> list[float]:
     task = asyncio.create_task(agent.run())
+    arrived = threading.Event()
     try:
         await _wait_for(lambda: agent.ready, 10)
         with KeyReader(target.path) as reader:
             print(f"3. agent wrote {target.path}; the reader sees fingerprint "
                   f"{reader.fingerprint} (version {reader.version})")  # fmt: skip
-            arrived = threading.Event()
             arrival: list[float] = []
 
             @reader.on_change
@@ -237,6 +263,7 @@ async def _rotate(
                       f"{latencies[-1] * 1000:.0f} ms")  # fmt: skip
             return latencies
     finally:
+        arrived.set()  # a thread waiting for a rotation returns now, not after its timeout.
         agent.stop()
         await task
 
