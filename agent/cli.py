@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -408,7 +407,18 @@ def operator_command(
 @main.command("rotate")
 @click.option("--binding", help="The CaptchaKeyBinding to rotate.")
 @click.option("--environment", help="Or: the only binding of this environment in the namespace.")
-@click.option("-n", "--namespace", default="default", help="The binding's namespace.")
+@click.option(
+    "-n",
+    "--namespace",
+    help="The binding's namespace [default: the kubeconfig context's namespace, else default].",
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False),
+    help="Kubeconfig file, as for kubectl [default: $KUBECONFIG, else ~/.kube/config; in a "
+    "pod without either, the pod's service account].",
+)
+@click.option("--context", help="Kubeconfig context [default: its current-context].")
 @click.option(
     "--new-key-stdin",
     is_flag=True,
@@ -417,42 +427,71 @@ def operator_command(
 @_vault_addr
 @_vault_cacert
 @click.option(
+    "--vault-namespace",
+    envvar="VAULT_NAMESPACE",
+    show_envvar=True,
+    help="Vault Enterprise / OpenBao namespace of the key [default: the binding's "
+    "spec.vault.namespace, else the root namespace].",
+)
+@click.option(
     "--timeout",
     type=click.FloatRange(min=1),
     default=300.0,
     help="Give up (exit 1, stragglers named) after this many seconds.",
 )
-def rotate_command(binding: str | None, environment: str | None, namespace: str,
-                   new_key_stdin: bool, vault_addr: str, vault_cacert: str | None,
+def rotate_command(binding: str | None, environment: str | None, namespace: str | None,
+                   kubeconfig: str | None, context: str | None, new_key_stdin: bool,
+                   vault_addr: str, vault_cacert: str | None, vault_namespace: str | None,
                    timeout: float) -> None:  # fmt: skip
     """Rotate a binding's key now and wait until the old version is safe to revoke.
 
-    With --new-key-stdin the key is stored in Vault with your own identity (VAULT_TOKEN),
-    e.g. `pass show captchaai/prod | captchakey rotate --environment prod --new-key-stdin`.
+    With --new-key-stdin the key is stored in Vault with your own identity, found as the
+    vault and bao CLIs find it: VAULT_TOKEN (or BAO_TOKEN), else the token `vault login`
+    or `bao login` saved in ~/.vault-token. For example
+    `pass show captchaai/prod | captchakey rotate --environment prod --new-key-stdin`.
     """
     if bool(binding) == bool(environment):
         raise click.UsageError("name exactly one of --binding or --environment")
     with _needs_extra("rotate", "operator"):
-        from agent.operator.kube import KubeApi
-        from agent.operator.rotate import find_binding, rotate
+        from agent.binding import BindingSpec, InvalidBindingError
+        from agent.operator.rotate import (
+            RotateError,
+            api_errors,
+            connect,
+            find_binding,
+            rotate,
+            vault_token,
+        )
         from agent.vault import TokenAuth, VaultClient, VaultError
 
     new_key = sys.stdin.read().strip() if new_key_stdin else None
     if new_key_stdin and not new_key:
         raise click.UsageError("--new-key-stdin: stdin was empty; pipe the new key in")
-    vault = VaultClient(vault_addr, TokenAuth(token=os.environ.get("VAULT_TOKEN")),
-                        ca_cert=vault_cacert) if new_key else None  # fmt: skip
 
     async def run() -> bool:
-        kube = KubeApi.connect()
-        body = await find_binding(kube, namespace, binding, environment)
-        result = await rotate(kube, body, new_key=new_key, vault=vault, wait_seconds=timeout)
+        cluster = connect(kubeconfig, context)
+        where = namespace or cluster.namespace
+        with api_errors(cluster):
+            body = await find_binding(cluster.api, where, binding, environment)
+            vault = None
+            if new_key:
+                spec = BindingSpec.from_body(body)
+                key_namespace = spec.vault.namespace if spec.vault else None
+                vault = VaultClient(vault_addr, TokenAuth(token=vault_token()),
+                                    ca_cert=vault_cacert,
+                                    namespace=vault_namespace or key_namespace)  # fmt: skip
+            result = await rotate(
+                cluster.api, body, new_key=new_key, vault=vault, wait_seconds=timeout
+            )
         return result.ok
 
     try:
         ok = asyncio.run(run())
-    except (LookupError, VaultError) as exc:
+    except (RotateError, LookupError, VaultError, InvalidBindingError) as exc:
         raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo("captchakey rotate: interrupted; the rotation request stays in place", err=True)
+        sys.exit(130)
     sys.exit(0 if ok else 1)
 
 

@@ -8,24 +8,152 @@
 3. Follow the binding's status until every live consumer holds the new version and the
    previous one is listed as safe to revoke; print exactly which version that is.
    Exit non-zero after ``timeout`` with the stragglers named.
+
+It finds the cluster as kubectl does (``--kubeconfig``, else ``$KUBECONFIG``, else
+``~/.kube/config``; ``--context``; the context's namespace when ``-n`` is absent; the
+pod's service account when run in a pod without a kubeconfig) and Vault's token as the
+``vault`` and ``bao`` CLIs do (``VAULT_TOKEN`` or ``BAO_TOKEN``, else ``~/.vault-token``).
+Every ordinary mistake or outage (no kubeconfig, API unreachable or refusing, binding
+missing, Vault refusing) is a :class:`RotateError` with one line that says what to fix.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
+import json
+import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
+
+import kubernetes
+import urllib3
+from kubernetes.client.exceptions import ApiException
 
 from agent import versions
 from agent.binding import BindingSpec
 from agent.operator.kube import KubeApi
 from agent.vault import SecretRef, VaultClient
 
-__all__ = ["RotationResult", "find_binding", "rotate"]
+__all__ = [
+    "Cluster",
+    "RotateError",
+    "RotationResult",
+    "api_errors",
+    "connect",
+    "find_binding",
+    "rotate",
+    "vault_token",
+]
+
+_SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+class RotateError(Exception):
+    """An ordinary mistake or outage, said in one line (no traceback for these)."""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The API as kubectl would reach it, and the namespace kubectl would use."""
+
+    api: KubeApi
+    host: str
+    namespace: str
+    source: str  # where the credentials came from, for messages.
+
+
+def connect(kubeconfig: str | None = None, context: str | None = None) -> Cluster:
+    """Reach the cluster as kubectl does; a missing or bad kubeconfig is a RotateError."""
+    default_file = Path.home() / ".kube" / "config"
+    if kubeconfig is None and not os.environ.get("KUBECONFIG") and not default_file.exists():
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and context is None:
+            return _in_cluster()
+        raise RotateError(
+            f"no kubeconfig: KUBECONFIG is unset and {default_file} does not exist; "
+            "pass --kubeconfig FILE (and --context NAME) as for kubectl"
+        )
+    source = kubeconfig or os.environ.get("KUBECONFIG") or str(default_file)
+    try:
+        contexts, active = kubernetes.config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig
+        )
+        names = [c["name"] for c in contexts]
+        chosen = context or (active or {}).get("name")
+        if chosen not in names:
+            raise RotateError(
+                f"no context {chosen!r} in the kubeconfig {source} (it has: "
+                f"{', '.join(names) or 'none'}); pick one with --context"
+            )
+        api_client = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, context=chosen
+        )
+    except (kubernetes.config.ConfigException, OSError, ValueError, TypeError) as exc:
+        raise RotateError(f"cannot use the kubeconfig {source}: {_one_line(exc)}") from None
+    namespace = next(c for c in contexts if c["name"] == chosen)["context"].get("namespace")
+    host = str(api_client.configuration.host)
+    return Cluster(KubeApi(api_client), host, namespace or "default", f"context {chosen!r}")
+
+
+def _in_cluster() -> Cluster:
+    configuration = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration
+        )
+        namespace = _SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    except (kubernetes.config.ConfigException, OSError) as exc:
+        raise RotateError(f"cannot use this pod's service account: {_one_line(exc)}") from None
+    api = KubeApi(kubernetes.client.ApiClient(configuration))
+    return Cluster(api, str(configuration.host), namespace, "the pod's service account")
+
+
+def vault_token(home: Path | None = None) -> str | None:
+    """Vault's token as the vault and bao CLIs find it: the environment, else the helper file."""
+    for variable in ("VAULT_TOKEN", "BAO_TOKEN"):
+        if os.environ.get(variable):
+            return os.environ[variable]
+    with contextlib.suppress(OSError):
+        return (home or Path.home()).joinpath(".vault-token").read_text().strip() or None
+    return None
+
+
+@contextlib.contextmanager
+def api_errors(cluster: Cluster) -> Iterator[None]:
+    """Turn what the API client raises into one line that says what went wrong and where."""
+    try:
+        yield
+    except urllib3.exceptions.HTTPError as exc:
+        reason = _one_line(getattr(exc, "reason", None) or exc)
+        raise RotateError(
+            f"cannot reach the Kubernetes API at {cluster.host} ({cluster.source}): {reason}"
+        ) from None
+    except ApiException as exc:
+        hint = {401: "; log in again (your credentials were refused)",
+                403: "; ask for get/patch on captchakeybindings in that namespace"}  # fmt: skip
+        raise RotateError(
+            f"the Kubernetes API at {cluster.host} answered {exc.status} {exc.reason}: "
+            f"{_api_message(exc)}{hint.get(exc.status or 0, '')}"
+        ) from None
+
+
+def _api_message(exc: ApiException) -> str:
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        return str(json.loads(exc.body or "")["message"])
+    return _one_line(exc.body or "")
+
+
+def _one_line(value: object) -> str:
+    """The last, most specific part of a nested error message, on one line."""
+    text = " ".join(str(value).split())
+    for noise in (">: ", "Failed to establish a new connection: "):  # urllib3's wrapping.
+        text = text.split(noise, 1)[-1]
+    return text
 
 
 @dataclass(frozen=True)
@@ -69,9 +197,10 @@ async def rotate(
     vault: VaultClient | None = None,
     wait_seconds: float = 300.0,
     poll: float = 0.5,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> RotationResult:
+    out = out or sys.stdout  # looked up now: whatever stdout is when the rotation runs.
     namespace, name = binding["metadata"]["namespace"], binding["metadata"]["name"]
     spec = BindingSpec.from_body(binding)
     before = (binding.get("status") or {}).get("currentVersion")
