@@ -109,6 +109,7 @@ class StatusKeeper:
         self._aws_clients: dict[str, KeySource] = {}
         self._wakeups: dict[tuple[str, str], asyncio.Event] = {}
         self._closed = False
+        self._loops: set[asyncio.Task[Any]] = set()  # the tasks running keep(), to cancel.
         # Per binding: the failing consumers last announced, and when (monotonic).
         self._failure_events: dict[tuple[str, str], tuple[tuple[tuple[str, str], ...], float]] = {}
 
@@ -119,8 +120,8 @@ class StatusKeeper:
         operator stops can still start one after that; kopf then waits 5 s for it.
         """
         self._closed = True
-        for wake in self._wakeups.values():
-            wake.set()
+        for loop in self._loops:
+            loop.cancel()  # also one in the middle of a Vault or API call.
 
     def wake(self, namespace: str, name: str) -> None:
         """Check this binding now: its spec changed, or a rotation was requested."""
@@ -144,6 +145,9 @@ class StatusKeeper:
     ) -> None:
         wake = self._wakeups.setdefault((namespace, name), asyncio.Event())
         failures = 0
+        task = asyncio.current_task()
+        if task is not None:
+            self._loops.add(task)
         try:
             while not stopped and not self._closed:
                 wake.clear()
@@ -159,6 +163,7 @@ class StatusKeeper:
                     await asyncio.wait_for(wake.wait(), timeout=delay)
         finally:
             self._wakeups.pop((namespace, name), None)
+            self._loops.discard(task)
 
     async def check(
         self,
