@@ -111,10 +111,47 @@ def main() -> None:
     "--auth-method",
     envvar="CAPTCHAKEY_AUTH_METHOD",
     show_envvar=True,
-    type=click.Choice(["kubernetes", "jwt", "approle", "token"]),
+    type=click.Choice(["kubernetes", "jwt", "approle", "token", "aws"]),
     default="kubernetes",
     help="How to log in: the pod's service account (kubernetes, jwt), AppRole (role id and "
-    "secret id), or a Vault token (token: read from VAULT_TOKEN, or from --token-file).",
+    "secret id), a Vault token (token: read from VAULT_TOKEN, or from --token-file), or the "
+    "machine's AWS identity (aws: a signed sts:GetCallerIdentity, for EC2 and Lambda; needs "
+    "the aws extra).",
+)
+@click.option(
+    "--aws-region",
+    envvar=["CAPTCHAKEY_AWS_REGION", "AWS_REGION"],
+    show_envvar=True,
+    default="us-east-1",
+    help="aws auth: the STS region the login request is signed for (Vault's sts_region).",
+)
+@click.option(
+    "--aws-header-value",
+    envvar="CAPTCHAKEY_AWS_HEADER_VALUE",
+    show_envvar=True,
+    help="aws auth: the signed X-Vault-AWS-IAM-Server-ID header (Vault's "
+    "iam_server_id_header_value), so the request cannot be replayed elsewhere.",
+)
+@click.option(
+    "--aws-sts-endpoint",
+    envvar="CAPTCHAKEY_AWS_STS_ENDPOINT",
+    show_envvar=True,
+    help="aws auth: the STS URL to sign for [default: https://sts.REGION.amazonaws.com/].",
+)
+@click.option(
+    "--aws-token-file",
+    envvar="CAPTCHAKEY_AWS_TOKEN_FILE",
+    show_envvar=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --binding, for spec.source aws: the projected token exchanged with STS "
+    "AssumeRoleWithWebIdentity [default: /var/run/secrets/captchakeys/aws/token].",
+)
+@click.option(
+    "--aws-endpoint-url",
+    envvar="CAPTCHAKEY_AWS_ENDPOINT_URL",
+    show_envvar=True,
+    help="With --binding, for spec.source aws: one endpoint for STS and Secrets Manager "
+    "(a private endpoint) [default: AWS's regional endpoints, or AWS_ENDPOINT_URL_*].",
 )
 @click.option(
     "--auth-mount",
@@ -286,7 +323,9 @@ def agent_command(**options: Any) -> None:
         )
         client = VaultClient(
             options["vault_addr"],
-            auth_from_settings(
+            _aws_iam_auth(options)
+            if options["auth_method"] == "aws"
+            else auth_from_settings(
                 options["auth_method"],
                 role=options["role"],
                 mount=options["auth_mount"],
@@ -315,6 +354,21 @@ def agent_command(**options: Any) -> None:
     asyncio.run(run_until_signalled(key_agent, _health_address(options["health_addr"])))
 
 
+def _aws_iam_auth(options: dict[str, Any]) -> Any:
+    """Vault's aws (IAM) login; the AWS SDK is loaded only when this method is chosen."""
+    with _needs_extra("agent --auth-method aws", "aws"):
+        from agent.aws.vaultauth import AwsIamAuth
+    if not options["role"]:
+        raise click.UsageError("--auth-method aws needs --role: the Vault role of the aws method")
+    return AwsIamAuth(
+        role=options["role"],
+        mount=options["auth_mount"] or "aws",
+        region=options["aws_region"],
+        header_value=options["aws_header_value"],
+        sts_endpoint=options["aws_sts_endpoint"],
+    )
+
+
 def _run_binding_agent(options: dict[str, Any]) -> None:
     # The official `kubernetes` client is importable in the image (the rotate command
     # uses it), and kopf imports it when it can: 10+ MiB of RSS in every pod for nothing.
@@ -334,6 +388,8 @@ def _run_binding_agent(options: dict[str, Any]) -> None:
         backoff=Backoff(cap=options["backoff_cap"]),
         rotation_spread=options["rotation_spread"],
         refresh_seconds=options["refresh_interval"],
+        aws_token_file=options["aws_token_file"],
+        aws_endpoint_url=options["aws_endpoint_url"],
     )
     health = _health_address(options["health_addr"])
     binding = BindingAgent(options["binding"], defaults)

@@ -111,7 +111,12 @@ class BindingAgent:
             _log.error("%s", exc)
             return
         self.problem = None
-        self._apply(spec)
+        try:
+            self._apply(spec)
+        except VaultError as exc:  # no client for this backend (say, the AWS SDK missing).
+            self.problem = exc.reason
+            _log.error("%s; the last good key stays in place", exc)
+            return
         current = versions.parse((body.get("status") or {}).get("currentVersion"))
         if current is not None and spec.ref.version is None:
             self._announce(current)
@@ -176,8 +181,16 @@ class BindingAgent:
 
     def _aws_client(self, spec: BindingSpec) -> KeySource:
         # Imported here, not at the top: Vault users never load the AWS SDK.
-        from agent.aws import DEFAULT_TOKEN_FILE, AwsSecretRef, WebIdentity
-        from agent.aws.secrets import SecretsManagerSource, session_name
+        from agent.aws import DEFAULT_TOKEN_FILE, AwsError, AwsSecretRef, WebIdentity
+
+        try:
+            from agent.aws.secrets import SecretsManagerSource, session_name
+        except ModuleNotFoundError as exc:
+            raise AwsError(
+                f"CaptchaKeyBinding {self.name!r} reads AWS Secrets Manager, but this agent "
+                f"lacks the {exc.name!r} package: use the image with the aws extra "
+                "(pip install 'captcha-key-agent[aws]')"
+            ) from None
 
         assert spec.aws is not None
         assert isinstance(spec.ref, AwsSecretRef)
