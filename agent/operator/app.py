@@ -212,7 +212,11 @@ class _PodMutator:
         binding = await self._lookup(known, namespace, binding_name) if binding_name else None
         try:
             return plan_injection(
-                body, binding, self.config.injection, vault_addr=self.config.vault.address
+                body,
+                binding,
+                self.config.injection,
+                vault_addr=self.config.vault.address,
+                aws_endpoint_url=self.config.aws.endpoint_url,
             )
         except InjectionError as exc:
             raise kopf.AdmissionError(str(exc), code=400) from None

@@ -55,6 +55,10 @@ VAULT_TOKEN_VOLUME = "captchaai-vault-token"
 KUBE_API_VOLUME = "captchaai-kube-api"
 VAULT_CA_VOLUME = "captchaai-vault-ca"
 VAULT_TOKEN_DIR = "/var/run/secrets/captchakeys/vault"
+# spec.source aws: instead of the Vault token, one for STS (keep in step with agent.aws.refs).
+AWS_TOKEN_VOLUME = "captchaai-aws-token"
+AWS_TOKEN_DIR = "/var/run/secrets/captchakeys/aws"
+DEFAULT_AWS_AUDIENCE = "sts.amazonaws.com"
 KUBE_API_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 VAULT_CA_DIR = "/etc/captchakeys/vault-ca"
 AGENT_UID = 65532
@@ -76,6 +80,7 @@ def plan_injection(
     config: InjectionConfig,
     *,
     vault_addr: str,
+    aws_endpoint_url: str | None = None,
 ) -> dict[str, Any] | None:
     """The pod's new ``spec`` fields, or ``None`` when there is nothing to do.
 
@@ -121,6 +126,11 @@ def plan_injection(
             "containers": _give_key(containers, targets, mount_path, key_file),
             "volumes": [*(spec.get("volumes") or []), *_volumes(config, audience)],
         }
+        binding_spec = (binding or {}).get("spec") or {}
+        if binding_spec.get("source") == "aws":
+            aws = binding_spec.get("aws") or {}
+            _use_aws_identity(planned, str(aws.get("audience") or DEFAULT_AWS_AUDIENCE),
+                              aws_endpoint_url)  # fmt: skip
     security = _with_agent_group(spec.get("securityContext") or {})
     if security is not None:
         planned["securityContext"] = security
@@ -242,7 +252,7 @@ def _refuse_clashes(
     volumes: bool = True,
 ) -> None:
     """Refuse names and paths the injection would collide with (``volumes``: our volumes too)."""
-    ours = {KEY_VOLUME, VAULT_TOKEN_VOLUME, KUBE_API_VOLUME, VAULT_CA_VOLUME}
+    ours = {KEY_VOLUME, VAULT_TOKEN_VOLUME, KUBE_API_VOLUME, VAULT_CA_VOLUME, AWS_TOKEN_VOLUME}
     present = {str(v.get("name")) for v in spec.get("volumes") or []} if volumes else set()
     clash = sorted(ours & present)
     if clash:
@@ -261,6 +271,29 @@ def _refuse_clashes(
                     f"container {container.get('name')!r} already mounts {mount.get('name')!r} "
                     f"at {path}: choose another {ANNOTATION_MOUNT_PATH}"
                 )
+
+
+def _use_aws_identity(planned: dict[str, Any], audience: str, endpoint_url: str | None) -> None:
+    """An AWS binding's agent gets a token for STS instead of the one for Vault.
+
+    Least privilege: the pod then holds no token Vault would accept, and the STS token
+    exists only in pods whose binding reads AWS Secrets Manager.
+    """
+    for volume in planned["volumes"]:
+        if volume.get("name") == VAULT_TOKEN_VOLUME:
+            volume["name"] = AWS_TOKEN_VOLUME
+            volume["projected"]["sources"][0]["serviceAccountToken"]["audience"] = audience
+    agent = planned["initContainers"][0]
+    agent["volumeMounts"] = [
+        {"name": AWS_TOKEN_VOLUME, "mountPath": AWS_TOKEN_DIR, "readOnly": True}
+        if mount["name"] == VAULT_TOKEN_VOLUME else mount
+        for mount in agent["volumeMounts"]
+    ]  # fmt: skip
+    env = [e for e in agent["env"] if e["name"] not in ("CAPTCHAKEY_TOKEN_FILE", "VAULT_ADDR")]
+    env.append({"name": "CAPTCHAKEY_AWS_TOKEN_FILE", "value": f"{AWS_TOKEN_DIR}/token"})
+    if endpoint_url:
+        env.append({"name": "CAPTCHAKEY_AWS_ENDPOINT_URL", "value": endpoint_url})
+    agent["env"] = env
 
 
 def _agent_container(

@@ -182,13 +182,15 @@ class StatusKeeper:
         except InvalidBindingError as exc:
             conditions.set("Ready", False, exc.reason, str(exc))
         else:
-            patch.update(_where(spec))
+            where = _where(spec)
+            patch.update(where)
             if spec.rotation_request:
                 patch["lastRotationRequest"] = spec.rotation_request
                 if spec.rotation_request != status.get("lastRotationRequest"):
                     _normal(body, "RotationRequested",
-                            f"rotation requested at {spec.rotation_request}: checking Vault "
-                            f"for a new version of {patch['vaultPath']}")  # fmt: skip
+                            f"rotation requested at {spec.rotation_request}: checking "
+                            f"{spec.source.capitalize()} for a new version of "
+                            f"{next(iter(where.values()))}")  # fmt: skip
             try:
                 meta = await asyncio.to_thread(self._client(spec).metadata, spec.ref)
             except VaultError as exc:

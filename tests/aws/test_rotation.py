@@ -1,0 +1,235 @@
+"""AWS bindings end to end: real kopf agents and operator, the rig's API, a real moto server.
+
+Covers, for ``spec.source: aws``:
+- the operator learns the current version id from DescribeSecret with its own identity
+  and publishes it (``status.currentVersion``, ``status.awsSecret``), Ready;
+- each consumer pod's agent exchanges its projected token with STS (once), writes the
+  key with its version id, and reports that id on /status;
+- rotation (put-secret-value, then a rotation request): every agent fetches the new
+  version after the operator announces it, an application's KeyReader sees the new key
+  without a restart, and the previous id is listed as safe to revoke only when no
+  consumer holds it; each agent exchanged its token once for the whole test;
+- pinning ``spec.aws.versionId`` moves an agent back to that version; unpinning returns;
+- the key appears in no status, Event or /status answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import kopf
+import pytest
+
+from agent import keyfile
+from agent.operator.config import AwsConfig, OperatorConfig, TLSConfig
+from agent.reader import KeyReader
+from agent.sidecar import Backoff
+from agent.sidecar.binding import AgentDefaults, BindingAgent, run_binding_agent
+from tests.aws.conftest import AGENT_ACTIONS, TOKEN, TRUST
+from tests.operator.conftest import operator_on_loopback
+from tests.rig.helpers import free_port
+from tests.rig.kube import API_AUDIENCE, RealisticKubernetes
+from tests.rig.moto import ACCOUNT, REGION, MotoServer
+from tests.rig.scenario import BINDINGS_PATH, Workload, eventually, kopf_in_thread
+
+KEY_1 = "0123456789abcdef0123456789abcdef"
+KEY_2 = "fedcba9876543210fedcba9876543210"
+NAMESPACE = "solver-dev"
+
+
+class AwsWorkload:
+    """A namespace whose binding reads one AWS secret, and the role its pods assume."""
+
+    def __init__(self, kube: RealisticKubernetes, moto: MotoServer, tmp: Path) -> None:
+        self.kube, self.moto, self.tmp = kube, moto, tmp
+        self.environment = f"env{free_port()}"
+        self.secret = f"captchaai/{self.environment}"
+        self.role = moto.create_role([{"Action": AGENT_ACTIONS, "Resource": "*"}], TRUST)
+        self.token_file = tmp / "aws-token"
+        self.token_file.write_text(TOKEN)
+
+    async def create_binding(self, name: str, **aws: Any) -> None:
+        body = {
+            "apiVersion": "captchakeys.io/v1alpha1",
+            "kind": "CaptchaKeyBinding",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {
+                "environment": self.environment,
+                "source": "aws",
+                "aws": {"secretId": self.secret, "region": REGION, "roleArn": self.role,
+                        "field": "api_key", **aws},
+            },
+        }  # fmt: skip
+        await self.kube.call("POST", BINDINGS_PATH.format(ns=NAMESPACE), body)
+
+    async def patch(self, name: str, patch: dict[str, Any]) -> None:
+        path = f"{BINDINGS_PATH.format(ns=NAMESPACE)}/{name}"
+        await self.kube.call("PATCH", path, patch, content_type="application/merge-patch+json")
+
+    async def status(self, name: str) -> dict[str, Any]:
+        body = await self.kube.call("GET", f"{BINDINGS_PATH.format(ns=NAMESPACE)}/{name}")
+        return dict(body.get("status") or {})
+
+    async def wait_status(self, name: str, predicate: Any, seconds: float = 20) -> dict[str, Any]:
+        latest: dict[str, Any] = {}
+        try:
+            async with asyncio.timeout(seconds):
+                # Polling the API, as kubectl wait does.
+                while not predicate(latest := await self.status(name)):  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            raise AssertionError(f"status never matched; last seen: {latest}") from None
+        return latest
+
+
+@pytest.fixture
+def aws_workload(kube: RealisticKubernetes, moto: MotoServer, tmp_path: Path) -> AwsWorkload:
+    return AwsWorkload(kube, moto, tmp_path)
+
+
+@pytest.fixture
+def aws_operator(
+    kube: RealisticKubernetes,
+    moto: MotoServer,
+    aws_workload: AwsWorkload,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[None]:
+    # The operator's own AWS identity comes from the SDK's default chain (IRSA env vars).
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "operator")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "operator-secret")
+    config = OperatorConfig(
+        environments=(aws_workload.environment,),
+        status_poll_seconds=30,
+        peering_name=None,
+        webhook_port=free_port(),
+        tls=TLSConfig(secret_name="captcha-key-agent-webhook-tls"),
+        aws=AwsConfig(accounts=(ACCOUNT,), endpoint_url=moto.url),
+    )
+    with operator_on_loopback(kube, config, tmp_path):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def aws_consumer(
+    workload: AwsWorkload, binding: str, number: int
+) -> AsyncIterator[tuple[BindingAgent, Path, int]]:
+    """An agent as the webhook injects it for an AWS binding, and its pod in the rig."""
+    out, port = workload.tmp / f"consumer-{number}", free_port()
+    out.mkdir()
+    defaults = AgentDefaults(
+        vault_addr="https://unused.invalid:8200",
+        out_dir=out,
+        aws_token_file=workload.token_file,
+        aws_endpoint_url=workload.moto.url,
+        backoff=Backoff(base=0.05, cap=0.5),
+        rotation_spread=0.2,
+    )
+    agent = BindingAgent(binding, defaults)
+    token = workload.kube.issue_token(NAMESPACE, "solver", audience=API_AUDIENCE)
+    connection = kopf.ConnectionInfo(server=workload.kube.api_url, token=token)
+
+    async def main(stop: asyncio.Event, ready: asyncio.Event) -> None:
+        await run_binding_agent(
+            agent,
+            NAMESPACE,
+            health=("127.0.0.1", port),
+            connection=connection,
+            stop_flag=stop,
+            ready_flag=ready,
+        )
+
+    threaded = kopf_in_thread(main)
+    await asyncio.to_thread(threaded.__enter__)
+    try:
+        await create_pod(workload, f"solver-{number}", port, binding)
+        yield agent, out, port
+    finally:
+        await asyncio.to_thread(threaded.__exit__, None, None, None)
+
+
+async def create_pod(workload: AwsWorkload, name: str, port: int, binding: str) -> None:
+    from tests.rig.scenario import create_consumer_pod
+
+    # create_consumer_pod needs only the rig and the namespace of a workload.
+    shim = Workload.__new__(Workload)
+    shim.kube, shim.namespace = workload.kube, NAMESPACE
+    await create_consumer_pod(shim, name, port, binding)
+
+
+def held(out: Path) -> str | int | None:
+    meta = keyfile.read_metadata(out / "api_key")
+    return meta.version if meta else None
+
+
+async def agent_status(port: int) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/status") as response,
+    ):
+        return dict(await response.json())
+
+
+@pytest.mark.usefixtures("aws_operator")
+async def test_rotation_rollout_and_safe_to_revoke(aws_workload: AwsWorkload) -> None:
+    moto = aws_workload.moto
+    _, _, first = moto.create_secret(json.dumps({"api_key": KEY_1}), name=aws_workload.secret)
+    await aws_workload.create_binding("captchaai")
+    status = await aws_workload.wait_status("captchaai", lambda s: s.get("currentVersion") == first)
+    assert status["awsSecret"] == f"{REGION}:{aws_workload.secret}"
+    async with contextlib.AsyncExitStack() as stack:
+        fleet = [await stack.enter_async_context(aws_consumer(aws_workload, "captchaai", n))
+                 for n in range(2)]  # fmt: skip
+        await eventually(lambda: all(held(out) == first for _, out, _ in fleet), 20)
+        assert (await agent_status(fleet[0][2]))["version"] == first
+        await aws_workload.wait_status(
+            "captchaai", lambda s: (s.get("rollout") or {}).get("upToDate") == 2
+        )
+        rotated = threading.Event()
+        with KeyReader(fleet[0][1] / "api_key") as reader:
+            reader.on_change(lambda _key: rotated.set())
+            second = moto.put_value(aws_workload.secret, json.dumps({"api_key": KEY_2}))
+            stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
+            await aws_workload.patch("captchaai", {"spec": {"rotation": {"requestedAt": stamp}}})
+            await eventually(rotated.is_set, 20)
+            assert reader.get() == KEY_2
+            await eventually(lambda: reader.version == second)
+        status = await aws_workload.wait_status(
+            "captchaai", lambda s: (s.get("rollout") or {}).get("safeToRevoke") == [first]
+        )
+        assert all(held(out) == second for _, out, _ in fleet)
+        assert status["currentVersion"] == second
+        assert status["rollout"]["upToDate"] == 2
+        assert status["rollout"]["versions"] == {second: 2}
+        assert [agent.agent.refresher.client.logins for agent, _, _ in fleet if agent.agent] == [
+            1,
+            1,
+        ]
+        answers = [await agent_status(port) for _, _, port in fleet]
+    events = await aws_workload.kube.call("GET", f"/api/v1/namespaces/{NAMESPACE}/events")
+    for text in (json.dumps(status), json.dumps(answers), json.dumps(events)):
+        assert KEY_1 not in text
+        assert KEY_2 not in text
+
+
+@pytest.mark.usefixtures("aws_operator")
+async def test_pinning_a_version_id_and_unpinning(aws_workload: AwsWorkload) -> None:
+    moto = aws_workload.moto
+    _, _, first = moto.create_secret(json.dumps({"api_key": KEY_1}), name=aws_workload.secret)
+    second = moto.put_value(aws_workload.secret, json.dumps({"api_key": KEY_2}))
+    await aws_workload.create_binding("pinned", versionId=first)
+    await aws_workload.wait_status("pinned", lambda s: s.get("currentVersion") == first)
+    async with aws_consumer(aws_workload, "pinned", 0) as (_, out, _):
+        await eventually(lambda: held(out) == first, 20)
+        assert (out / "api_key").read_text() == KEY_1
+        await aws_workload.patch("pinned", {"spec": {"aws": {"versionId": None}}})
+        await eventually(lambda: held(out) == second, 20)
+        assert (out / "api_key").read_text() == KEY_2
