@@ -163,7 +163,8 @@ def main() -> None:
     "--role",
     envvar="CAPTCHAKEY_ROLE",
     show_envvar=True,
-    help="Vault role (kubernetes, jwt), or the role id (approle) [env: VAULT_ROLE_ID].",
+    help="Vault role (kubernetes, jwt), or the AppRole role id; approle without it reads "
+    "the role id from [env: VAULT_ROLE_ID].",
 )
 @click.option(
     "--token-file",
@@ -178,7 +179,8 @@ def main() -> None:
     envvar="VAULT_SECRET_ID_FILE",
     show_envvar=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="File holding the AppRole secret id, or the secret id itself [env: VAULT_SECRET_ID].",
+    help="File holding the AppRole secret id; without it, the secret id is read from "
+    "[env: VAULT_SECRET_ID].",
 )
 @click.option(
     "--kv-mount",
