@@ -21,7 +21,9 @@ import pytest
 
 from tests.chart.conftest import ROOT
 
-TAG = "0.0.0-test"
+# A tag of this run's own: two suites on one machine share the image storage, and each
+# removes the images it built.
+TAG = f"0.0.0-test-{os.getpid()}"
 
 
 @pytest.mark.timeout(900)
