@@ -2,11 +2,12 @@
 # captcha-key-agent: two images from one Dockerfile (`make image` builds both).
 #   docker build --target operator -t captcha-key-agent:0.1.0 .
 #   docker build --target sidecar  -t captcha-key-agent-sidecar:0.1.0 .
-# - operator: the operator, `captchakey rotate` and the `helm test` pod (`.[operator,client]`,
-#   with the official `kubernetes` client);
-# - sidecar: the key agent injected into every consumer pod (`.[agent]` only: no
+# - operator: the operator, `captchakey rotate` and the `helm test` pod
+#   (`.[operator,client,aws]`, with the official `kubernetes` client);
+# - sidecar: the key agent injected into every consumer pod (`.[agent,aws]`: no
 #   `kubernetes` client, no cryptography, no prometheus); every consumer pod pulls it,
-#   so it carries only what the agent runs.
+#   so it carries only what the agent runs. The AWS SDK (`aws`, ~35 MB) serves bindings
+#   with `spec.source: aws`; where none exist, `--build-arg SIDECAR_EXTRAS=agent` drops it.
 # The builder makes the wheel once; each target's virtualenv is installed from it in a
 # stage of its own and copied alone onto a clean base: no build tools, sources or caches.
 # PYTHON_IMAGE must provide python >= 3.11 with venv, groupadd and useradd (python:3.11-slim
@@ -25,14 +26,16 @@ RUN python -m venv /opt/build \
     && /opt/build/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM builder AS operator-venv
+ARG OPERATOR_EXTRAS=operator,client,aws
 RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir "$(find /wheels -name 'captcha_key_agent-*.whl')[operator,client]" \
+    && /opt/venv/bin/pip install --no-cache-dir "$(find /wheels -name 'captcha_key_agent-*.whl')[${OPERATOR_EXTRAS}]" \
     && /opt/venv/bin/pip uninstall --yes pip setuptools wheel \
     && find /opt/venv -depth -name '__pycache__' -type d -exec rm -rf {} +
 
 FROM builder AS sidecar-venv
+ARG SIDECAR_EXTRAS=agent,aws
 RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir "$(find /wheels -name 'captcha_key_agent-*.whl')[agent]" \
+    && /opt/venv/bin/pip install --no-cache-dir "$(find /wheels -name 'captcha_key_agent-*.whl')[${SIDECAR_EXTRAS}]" \
     && /opt/venv/bin/pip uninstall --yes pip setuptools wheel \
     && find /opt/venv -depth -name '__pycache__' -type d -exec rm -rf {} +
 

@@ -8,7 +8,8 @@
 #
 # Environment: IMAGE_TAG (0.1.0), OPERATOR_IMAGE, SIDECAR_IMAGE (localhost/...),
 # PYTHON_IMAGE (python:3.11-slim), BUILD_DIR (build), LOCAL_BASE_IMAGE (the debootstrap
-# base's name, localhost/captcha-key-agent-base:debian-bookworm).
+# base's name, localhost/captcha-key-agent-base:debian-bookworm), OPERATOR_EXTRAS and
+# SIDECAR_EXTRAS (the Dockerfile's defaults; SIDECAR_EXTRAS=agent drops the AWS SDK).
 #
 # Needs buildah (Debian: apt-get install buildah); the smoke run uses podman where it can
 # start containers, else chroot on the image's root filesystem mounted read-only. When the
@@ -137,14 +138,16 @@ main() {
     local base
     base=$(choose_base)
     mkdir -p "$BUILD_DIR"
-    local -a trust
+    local -a trust extras=()
     mapfile -t trust < <(build_trust)
+    [ -n "${OPERATOR_EXTRAS:-}" ] && extras+=(--build-arg "OPERATOR_EXTRAS=$OPERATOR_EXTRAS")
+    [ -n "${SIDECAR_EXTRAS:-}" ] && extras+=(--build-arg "SIDECAR_EXTRAS=$SIDECAR_EXTRAS")
     for target in operator sidecar; do
         local name=$OPERATOR
         [ "$target" = sidecar ] && name=$SIDECAR
         # chroot isolation: RUN steps need no OCI runtime or cgroup setup from the host.
         buildah bud --quiet --layers --isolation "${BUILDAH_ISOLATION:-chroot}" --network host \
-            "${trust[@]}" --target "$target" \
+            "${trust[@]}" "${extras[@]}" --target "$target" \
             --build-arg "PYTHON_IMAGE=$base" --build-arg "VERSION=$TAG" -t "$name:$TAG" . >/dev/null
         smoke "$name:$TAG"
     done
@@ -152,6 +155,11 @@ main() {
         'import importlib.util as u, sys; sys.exit(u.find_spec("kubernetes") is not None)' \
         || die "$SIDECAR:$TAG carries the kubernetes client: the sidecar must not"
     echo "$SIDECAR:$TAG: no kubernetes client"
+    if [[ ",${SIDECAR_EXTRAS:-aws}," == *",aws,"* ]]; then
+        in_image "$SIDECAR:$TAG" python -c 'import agent.aws.secrets' \
+            || die "$SIDECAR:$TAG cannot serve bindings with spec.source: aws"
+        echo "$SIDECAR:$TAG: the AWS source imports"
+    fi
     for image in "$OPERATOR:$TAG" "$SIDECAR:$TAG"; do
         printf '%s: /opt/venv %s\n' "$image" "$(in_image "$image" du -sh /opt/venv | cut -f1)"
     done

