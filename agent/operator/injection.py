@@ -25,6 +25,7 @@ from agent.operator.resources import (
     agent_resources,
     resources_from_annotation,
     validate_resources,
+    with_agent_added,
 )
 
 __all__ = [
@@ -131,6 +132,8 @@ def plan_injection(
             aws = binding_spec.get("aws") or {}
             _use_aws_identity(planned, str(aws.get("audience") or DEFAULT_AWS_AUDIENCE),
                               aws_endpoint_url)  # fmt: skip
+        if spec.get("resources"):  # pod-level resources (>= 1.32) must cover the agent too.
+            planned["resources"] = with_agent_added(spec["resources"], resources)
     security = _with_agent_group(spec.get("securityContext") or {})
     if security is not None:
         planned["securityContext"] = security
@@ -205,8 +208,7 @@ def _resources(
         text = annotations.get(ANNOTATION_AGENT_RESOURCES)
         if text is not None:
             configured = resources_from_annotation(text, configured, ANNOTATION_AGENT_RESOURCES)
-        containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
-        return agent_resources(configured, containers)
+        return agent_resources(configured, spec)
     except ResourcesError as exc:
         raise InjectionError(str(exc)) from None
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any, Literal
 
 __all__ = [
@@ -31,9 +31,11 @@ __all__ = [
     "ResourcesError",
     "agent_resources",
     "parse_quantity",
+    "pod_qos_class",
     "qos_class",
     "resources_from_annotation",
     "validate_resources",
+    "with_agent_added",
 ]
 
 QoSClass = Literal["Guaranteed", "Burstable", "BestEffort"]
@@ -176,11 +178,48 @@ def qos_class(containers: Iterable[Mapping[str, Any]]) -> QoSClass:
     return "Guaranteed" if guaranteed and requests == limits else "Burstable"
 
 
+def pod_qos_class(spec: Mapping[str, Any]) -> QoSClass:
+    """The QoS class of a pod spec: from its pod-level resources when it sets them.
+
+    Pod-level ``spec.resources`` (Kubernetes >= 1.32) decide the class when present, as
+    the kubelet does; otherwise every container (init containers included) does.
+    """
+    if spec.get("resources"):
+        return qos_class([{"resources": spec["resources"]}])
+    return qos_class([*(spec.get("initContainers") or []), *(spec.get("containers") or [])])
+
+
 def agent_resources(
-    configured: Mapping[str, Mapping[str, str]], containers: Iterable[Mapping[str, Any]]
+    configured: Mapping[str, Mapping[str, str]], spec: Mapping[str, Any]
 ) -> dict[str, dict[str, str]]:
-    """What the agent gets in a pod with these containers: Guaranteed stays Guaranteed."""
+    """What the agent gets in a pod with this spec: Guaranteed stays Guaranteed."""
     limits = dict(configured["limits"])
-    if qos_class(containers) == "Guaranteed":
+    if pod_qos_class(spec) == "Guaranteed":
         return {"requests": dict(limits), "limits": limits}
     return {"requests": dict(configured.get("requests") or {}), "limits": limits}
+
+
+def with_agent_added(
+    pod_resources: Mapping[str, Any], agent: Mapping[str, Mapping[str, str]]
+) -> dict[str, Any]:
+    """Pod-level resources grown by the agent's own, so the pod stays valid.
+
+    The API server refuses a pod whose containers together request more than its
+    pod-level requests, or one container limited above the pod's limits; each cpu/memory
+    amount the pod sets grows by the agent's, and nothing the pod leaves unset is added.
+    """
+    grown: dict[str, Any] = {key: dict(value) for key, value in pod_resources.items()}
+    for section in _SECTIONS:
+        for name in _COMPUTE:
+            have = (grown.get(section) or {}).get(name)
+            extra = (agent.get(section) or {}).get(name)
+            if have is not None and extra is not None:
+                total = parse_quantity(have) + parse_quantity(extra)
+                grown[section][name] = _format(name, total)
+    return grown
+
+
+def _format(name: str, amount: Decimal) -> str:
+    if name == "cpu":
+        return f"{int((amount * 1000).to_integral_value(rounding=ROUND_CEILING))}m"
+    return str(int(amount.to_integral_value(rounding=ROUND_CEILING)))

@@ -15,9 +15,10 @@ Aspects covered:
   containers annotation leaves out), a dropped agent group is restored, a second pass
   plans nothing.
 - resources: a Guaranteed pod's agent requests its limits (the pod stays Guaranteed, also
-  with quantities spelled differently); other pods get the configured resources, always
-  with limits; the ``captchakeys.io/agent-resources`` annotation overrides them, and each
-  bad value is refused naming the annotation and the problem.
+  with quantities spelled differently, also by pod-level resources, which grow by the
+  agent's); other pods get the configured resources, always with limits; the
+  ``captchakeys.io/agent-resources`` annotation overrides them, and each bad value is
+  refused naming the annotation and the problem.
 - app containers: CAPTCHAAI_KEY_FILE = mount path + the binding's spec.file.name, the key
   volume mounted read-only; the key volume is an in-memory emptyDir.
 - the Vault token projection uses the binding's audience (or the config default) and is
@@ -574,6 +575,36 @@ def test_quantities_in_other_spellings_still_count_as_guaranteed() -> None:
     }
     agent = agent_of(inject(original))
     assert agent["resources"]["requests"] == agent["resources"]["limits"]
+
+
+@pytest.mark.parametrize(
+    ("pod_level", "agent_requests", "grown"),
+    [
+        (
+            {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+            {"cpu": "70m", "memory": "77Mi"},
+            {"requests": {"cpu": "1070m", "memory": str(2**30 + 77 * 2**20)},
+             "limits": {"cpu": "1070m", "memory": str(2**30 + 77 * 2**20)}},
+        ),
+        (
+            {"requests": {"cpu": "500m"}},
+            {"cpu": "7m", "memory": "33Mi"},
+            {"requests": {"cpu": "507m"}},
+        ),
+    ],
+    ids=["guaranteed", "burstable"],
+)  # fmt: skip
+def test_pod_level_resources_grow_by_the_agents_and_keep_the_class(
+    pod_level: dict[str, Any], agent_requests: dict[str, str], grown: dict[str, Any]
+) -> None:
+    original = make_pod("app", resources=pod_level)
+    pod = inject(original)
+    assert agent_of(pod)["resources"]["requests"] == agent_requests
+    assert pod["spec"]["resources"] == grown
+    assert qos_class([{"resources": pod["spec"]["resources"]}]) == qos_class(
+        [{"resources": pod_level}]
+    )
+    kubernetes_validate.validate(pod, "1.37.0", strict=True)  # pod-level resources: >= 1.32
 
 
 def test_agent_resources_annotation_overrides_the_defaults() -> None:

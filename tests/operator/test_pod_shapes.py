@@ -19,8 +19,9 @@ Covers:
   the new container gets the mount and CAPTCHAAI_KEY_FILE; a further pass changes nothing;
 - QoS (item 3): a Guaranteed pod is still Guaranteed, a Burstable one Burstable, every
   container has cpu and memory limits (what a ResourceQuota on limits.* requires) and the
-  pod fits a quota sized for it; the agent-resources annotation is applied, and a bad one
-  is refused with the annotation's name.
+  pod fits a quota sized for it; pod-level resources (1.32+, checked against 1.37) grow by
+  the agent's and stay Guaranteed; the agent-resources annotation is applied, and a bad
+  one is refused with the annotation's name.
 """
 
 from __future__ import annotations
@@ -330,6 +331,18 @@ async def test_qos_class_is_kept_and_limits_quotas_admit_the_pod(
     agent = agent_of(burstable)["resources"]
     assert agent["requests"] != agent["limits"]  # the configured, cheaper requests
     assert_quota_admits(burstable, {"limits.cpu": "1", "limits.memory": "512Mi"})
+
+    # Pod-level resources (1.32+): they must cover the agent too, and decide the class.
+    both = {"cpu": "1", "memory": "1Gi"}
+    pod_level = deployment_pod(workload, resources={"requests": dict(both), "limits": both})
+    final, _ = await admission_chain(webhook(operator), as_admitted(pod_level))
+    kubernetes_validate.validate(final, "1.37.0", strict=True)
+    pod_resources = final["spec"]["resources"]
+    assert pod_resources["requests"] == pod_resources["limits"]  # still Guaranteed
+    agent = agent_of(final)["resources"]
+    assert parse_quantity(pod_resources["limits"]["cpu"]) == 1 + parse_quantity(
+        agent["limits"]["cpu"]
+    )
 
     custom = deployment_pod(workload, sized("app", "500m", "256Mi", guaranteed=True))
     custom["metadata"]["annotations"]["captchakeys.io/agent-resources"] = (
