@@ -16,7 +16,9 @@ TokenReview:
 - the chart's sidecar RoleBinding from the README's flags names that service account;
 - with OpenBao's file audit device on, every read of a key is attributed to the
   consuming pod's own service account and namespace (a dev and a prod consumer), and
-  the operator's identity only ever reads metadata.
+  the operator's identity only ever reads metadata;
+- ``scripts/e2e-kind.sh`` (the real-cluster test's one command) installs with the
+  README's setup arguments and helm flags, only the cluster's CA and Vault differing.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import json
 import shlex
 from collections.abc import AsyncIterator, Iterator
@@ -360,3 +363,38 @@ def test_audit_log_names_the_pod_for_every_key_read(installed: Installed) -> Non
         e["request"]["operation"] for e in by_operator if e["request"]["path"].startswith("secret/")
     }
     assert kv_operations == {"read"}
+
+
+def script_command(script: Path, start: str) -> list[str]:
+    """The command of ``script`` that begins with ``start``, continuation lines joined."""
+    lines = script.read_text().replace("\\\n", " ").splitlines()
+    (line,) = [line for line in lines if line.strip().startswith(start)]
+    return shlex.split(line, comments=True)
+
+
+def settings(args: list[str]) -> dict[str, str]:
+    """``--set KEY=VALUE`` and ``--flag VALUE`` pairs of a command line."""
+    pairs: dict[str, str] = {}
+    for flag, value in itertools.pairwise(args):
+        if flag == "--set":
+            key, _, setting = value.partition("=")
+            pairs[key] = setting
+        elif flag.startswith("-") and not value.startswith("-"):
+            pairs[flag] = value
+    return pairs
+
+
+def test_the_e2e_script_runs_the_readme_install() -> None:
+    """scripts/e2e-kind.sh (docs/e2e.md) installs as the README says, not its own way."""
+    script = ROOT / "scripts" / "e2e-kind.sh"
+    setup = settings(script_command(script, "scripts/vault-setup.sh"))
+    readme_setup = settings(command("scripts/vault-setup.sh"))
+    del readme_setup["--kubernetes-ca-file"]  # the cluster's own CA, fetched by the script.
+    assert readme_setup.items() <= setup.items()
+    install = script_command(script, "helm upgrade --install captcha-key-agent")
+    readme_install = command("helm")
+    assert install[3:5] == readme_install[2:4]  # release name and chart
+    readme_settings = settings(readme_install)
+    del readme_settings["vault.address"]  # the cluster's own Vault: OpenBao in the cluster.
+    assert readme_settings.items() <= settings(install).items()
+    assert "--create-namespace" in install
