@@ -26,7 +26,6 @@ from agent.versions import Version
 
 __all__ = [
     "BINDING_DELETED",
-    "BINDING_NOT_SEEN",
     "FIELD_MISSING",
     "INVALID_BINDING",
     "KEY_FILE_UNWRITABLE",
@@ -61,7 +60,6 @@ KEY_FILE_UNWRITABLE: Final = "KeyFileUnwritable"  # ENOSPC, EROFS, EACCES, EDQUO
 # The binding (the agent in a pod)
 INVALID_BINDING: Final = "InvalidBinding"
 BINDING_DELETED: Final = "BindingDeleted"
-BINDING_NOT_SEEN: Final = "BindingNotSeen"
 # Anything else Vault said that has no word of its own.
 VAULT_ERROR: Final = "VaultError"
 
@@ -79,7 +77,6 @@ REASONS: Final = frozenset(
         KEY_FILE_UNWRITABLE,
         INVALID_BINDING,
         BINDING_DELETED,
-        BINDING_NOT_SEEN,
         VAULT_ERROR,
     }
 )

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from agent import __version__, keyfile
+from agent import __version__, keyfile, keyrules
 
 _LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"])
 
@@ -246,8 +246,26 @@ def main() -> None:
     envvar="CAPTCHAKEY_BACKOFF_CAP",
     show_envvar=True,
     type=click.FloatRange(min=1),
-    default=300.0,
-    help="Longest wait between retries while Vault fails, seconds.",
+    default=20.0,
+    help="Longest wait between retries while Vault is unreachable or sealed or the key file "
+    "cannot be written, seconds (jittered; problems that need a fix: up to 120 s).",
+)
+@click.option(
+    "--key-max-length",
+    envvar="CAPTCHAKEY_KEY_MAX_LENGTH",
+    show_envvar=True,
+    type=click.IntRange(1, keyrules.HARD_MAX_LENGTH),
+    default=keyrules.DEFAULT_MAX_LENGTH,
+    help="Without --binding: refuse longer keys (with --binding: spec.key.maxLength).",
+)
+@click.option(
+    "--key-format",
+    envvar="CAPTCHAKEY_KEY_FORMAT",
+    show_envvar=True,
+    type=click.Choice(keyrules.FORMATS),
+    default="any",
+    help="Without --binding: captchaai refuses keys that are not 32 lowercase hex "
+    "characters (with --binding: spec.key.format).",
 )
 @click.option(
     "--binding",
@@ -308,6 +326,7 @@ def agent_command(**options: Any) -> None:
     with _needs_extra("agent", "agent"):
         from agent import logs
         from agent.sidecar import Backoff, KeyAgent, KeyRefresher, KeyTarget
+        from agent.sidecar.metrics import AgentMetrics
         from agent.sidecar.standalone import run_until_signalled
         from agent.vault import SecretRef, VaultClient, VaultError, auth_from_settings
 
@@ -343,15 +362,23 @@ def agent_command(**options: Any) -> None:
             field=options["field"],
             version=options["kv_version"],
         )
+        rules = keyrules.KeyRules(options["key_max_length"], options["key_format"])
+        metrics = AgentMetrics()
         key_agent = KeyAgent(
-            KeyRefresher(client, ref, target),
+            KeyRefresher(client, ref, target, rules=rules, metrics=metrics),
             refresh_interval=options["refresh_interval"],
             backoff=Backoff(cap=options["backoff_cap"]),
+            metrics=metrics,
         )
         if options["once"]:
             asyncio.run(key_agent.refresh_once())
             return
-    except (VaultError, keyfile.InvalidFileNameError) as exc:
+    except (
+        VaultError,
+        keyfile.InvalidFileNameError,
+        keyfile.KeyFileUnwritableError,
+        keyrules.KeyRejectedError,
+    ) as exc:
         raise click.ClickException(str(exc)) from None
     asyncio.run(run_until_signalled(key_agent, _health_address(options["health_addr"])))
 
@@ -522,8 +549,9 @@ def rotate_command(binding: str | None, environment: str | None, namespace: str 
         )
         from agent.vault import TokenAuth, VaultClient, VaultError
 
-    new_key = sys.stdin.read().strip() if new_key_stdin else None
-    if new_key_stdin and not new_key:
+    # Unstripped: the key rules drop one trailing newline and refuse anything else.
+    new_key = sys.stdin.read() if new_key_stdin else None
+    if new_key_stdin and not (new_key or "").strip():
         raise click.UsageError("--new-key-stdin: stdin was empty; pipe the new key in")
 
     async def run() -> bool:
@@ -545,7 +573,13 @@ def rotate_command(binding: str | None, environment: str | None, namespace: str 
 
     try:
         ok = asyncio.run(run())
-    except (RotateError, LookupError, VaultError, InvalidBindingError) as exc:
+    except (
+        RotateError,
+        LookupError,
+        VaultError,
+        InvalidBindingError,
+        keyrules.KeyRejectedError,
+    ) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         click.echo("captchakey rotate: interrupted; the rotation request stays in place", err=True)

@@ -9,9 +9,15 @@ the old one (rename within one filesystem is atomic), and the directory is fsync
 the rename itself survives a crash.
 
 The metadata file (``<name>.meta.json``) lets people and probes see *which* key is in
-place (version, when it was fetched, from where, a short fingerprint) without ever
-exposing the key itself. It is written after the key, so a reader that sees metadata
-whose fingerprint does not match the key knows it caught the pair mid-update.
+place (version, when Vault created it, when it was fetched, from where, a short
+fingerprint) without ever exposing the key itself. It is renamed into place after the
+key, so a reader that sees metadata whose fingerprint does not match the key knows it
+caught the pair mid-update.
+
+Write faults (a full volume, a read-only or vanished directory, no permission, a quota)
+must not leave half a pair: both temporary files are written and fsynced *before*
+either rename, so a fault replaces nothing, removes its temporary files, and raises
+:class:`KeyFileUnwritableError`, which names the path and what to check.
 
 Only the standard library is used here: the reader imports this module.
 """
@@ -19,6 +25,7 @@ Only the standard library is used here: the reader imports this module.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -35,6 +42,7 @@ __all__ = [
     "DEFAULT_FILE_NAME",
     "DEFAULT_MODE",
     "InvalidFileNameError",
+    "KeyFileUnwritableError",
     "KeyMetadata",
     "fingerprint",
     "metadata_path",
@@ -55,6 +63,39 @@ class InvalidFileNameError(ValueError):
     """A key file name that could escape the output directory or collide with ours."""
 
 
+class KeyFileUnwritableError(OSError):
+    """The key file could not be replaced; nothing was: the last good key stays in place."""
+
+    reason = "KeyFileUnwritable"
+
+    def __init__(self, path: Path, cause: OSError):
+        self.path = path
+        self.errno_name = errno.errorcode.get(cause.errno or 0, "unknown error")
+        hint = _WRITE_FAULT_HINTS.get(cause.errno or 0, "check the key volume")
+        super().__init__(
+            cause.errno,
+            f"cannot write the key file {path} ({cause.strerror or cause}, "
+            f"{self.errno_name}): {hint}; the last good key stays in place and the agent "
+            "retries with backoff",
+        )
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+_WRITE_FAULT_HINTS = {
+    errno.ENOSPC: "the key volume is full: check its sizeLimit and what else writes there",
+    errno.EDQUOT: "the disk quota of the agent's user is exhausted on the key volume",
+    errno.EROFS: "the key volume is mounted read-only: the agent needs it read-write",
+    errno.EACCES: "the agent's user may not write the key directory: check its owner, mode "
+    "and fsGroup",
+    errno.EPERM: "the key directory refuses writes (immutable attribute or a security "
+    "policy): check it",
+    errno.ENOENT: "the key directory does not exist (any more): check the volume mount",
+    errno.ENOTDIR: "the key directory's path is not a directory: check the volume mount",
+}
+
+
 @dataclass(frozen=True)
 class KeyMetadata:
     """What may be said about the key in place: everything except the key."""
@@ -63,6 +104,7 @@ class KeyMetadata:
     fingerprint: str
     fetched_at: str
     source: str
+    created_time: str | None = None  # Vault's created_time of the version (None: unknown).
 
 
 def fingerprint(key: str) -> str:
@@ -103,18 +145,39 @@ def write_key(
     source: str,
     fetched_at: str,
     mode: int = DEFAULT_MODE,
+    created_time: str | None = None,
 ) -> KeyMetadata:
-    """Atomically replace the key file and then its metadata; return the metadata."""
+    """Atomically replace the key file and then its metadata; return the metadata.
+
+    Raises :class:`KeyFileUnwritableError` (having replaced nothing) on a write fault.
+    """
     if not key:
         raise ValueError("refusing to write an empty key: the last good key stays in place")
     key_path = directory / validate_file_name(name)
     meta = KeyMetadata(
-        version=version, fingerprint=fingerprint(key), fetched_at=fetched_at, source=source
+        version=version,
+        fingerprint=fingerprint(key),
+        fetched_at=fetched_at,
+        source=source,
+        created_time=created_time,
     )
-    _replace_atomically(key_path, key.encode(), mode)
-    _replace_atomically(
-        metadata_path(key_path), json.dumps(asdict(meta), sort_keys=True).encode(), 0o444
-    )
+    fields = {k: v for k, v in asdict(meta).items() if v is not None}
+    meta_path = metadata_path(key_path)
+    staged: list[str] = []
+    try:
+        staged.append(_stage(key_path, key.encode(), mode))
+        staged.append(_stage(meta_path, json.dumps(fields, sort_keys=True).encode(), 0o444))
+        os.replace(staged.pop(0), key_path)
+        os.replace(staged.pop(0), meta_path)
+    except OSError as exc:
+        raise KeyFileUnwritableError(key_path, exc) from None
+    finally:
+        for leftover in staged:
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)
+    # Both renames are visible now; the directory's fsync only makes them crash-safe.
+    with contextlib.suppress(OSError):
+        _fsync_directory(directory)
     return meta
 
 
@@ -127,6 +190,7 @@ def read_metadata(key_path: Path) -> KeyMetadata | None:
             fingerprint=str(raw["fingerprint"]),
             fetched_at=str(raw["fetched_at"]),
             source=str(raw["source"]),
+            created_time=str(raw["created_time"]) if raw.get("created_time") else None,
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -139,21 +203,20 @@ def _version(value: object) -> Version:
     return version
 
 
-def _replace_atomically(path: Path, content: bytes, mode: int) -> None:
-    directory = path.parent
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+def _stage(path: Path, content: bytes, mode: int) -> str:
+    """Write ``content`` to a fsynced temporary file beside ``path``; return its name."""
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as tmp:
             tmp.write(content)
             tmp.flush()
             os.fsync(tmp.fileno())
         os.chmod(tmp_name, mode)
-        os.replace(tmp_name, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise
-    _fsync_directory(directory)
+    return tmp_name
 
 
 def _fsync_directory(directory: Path) -> None:

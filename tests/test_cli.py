@@ -9,11 +9,16 @@ Covers:
 - bad ``--mode``, bad ``--file-name`` and a missing ``--path`` are clear usage errors
   that write nothing;
 - a running agent refreshes at once on SIGHUP (with a one-hour interval) and stops
-  gracefully on SIGTERM with exit code 0; its stderr is one JSON object per line.
+  gracefully on SIGTERM with exit code 0; its stderr is one JSON object per line;
+- ``captchakey rotate --new-key-stdin`` applies the agents' key rules (agent.keyrules,
+  with the binding's spec.key) before storing anything: two lines, a space, the wrong
+  format or a key over the binding's maxLength exit 1 with one line naming the Vault
+  path and field, never the key; Vault and the binding are left untouched.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -27,7 +32,9 @@ import pytest
 
 from agent import keyfile
 from tests.rig.helpers import free_port, wait_until
+from tests.rig.kube import BaoAuth, RealisticKubernetes
 from tests.rig.openbao import OpenBaoServer
+from tests.rig.scenario import Workload
 
 CAPTCHAKEY = str(Path(sys.executable).with_name("captchakey"))
 
@@ -49,6 +56,9 @@ FLAGS = {
     "--vault-cacert": "VAULT_CACERT",
     "--vault-namespace": "VAULT_NAMESPACE",
     "--secret-id-file": "VAULT_SECRET_ID_FILE",
+    "--backoff-cap": "CAPTCHAKEY_BACKOFF_CAP",
+    "--key-max-length": "CAPTCHAKEY_KEY_MAX_LENGTH",
+    "--key-format": "CAPTCHAKEY_KEY_FORMAT",
 }
 
 
@@ -207,3 +217,51 @@ def test_running_agent_refreshes_on_sighup_and_stops_on_sigterm(
     assert "key agent stopped" in messages
     assert sum(message == "key written" for message in messages) == 2
     assert key_path.read_text() == "sighup-key-2-000000000000000000"  # the file stays.
+
+
+@pytest.mark.parametrize(
+    ("stdin", "key_rules", "said"),
+    [
+        ("first-line-00000000000000000000\nsecond-line\n", {}, "a newline at position 32"),
+        ("with space 0000000000000000000\n", {}, "a space at position 5"),
+        ("Mistyped-Key-00000000000000000\n", {"format": "captchaai"}, "'captchaai' format"),
+        ("0123456789abcdef" * 2 + "\n", {"maxLength": 16}, "more than the maximum of 16"),
+    ],
+)
+async def test_rotate_new_key_stdin_applies_the_agents_key_rules(
+    kube: RealisticKubernetes,
+    openbao: OpenBaoServer,
+    kube_openbao: BaoAuth,
+    tmp_path: Path,
+    stdin: str,
+    key_rules: dict[str, object],
+    said: str,
+) -> None:
+    workload = Workload(kube, openbao, kube_openbao, tmp_path, namespace="rotate-rules")
+    workload.put_key("0123456789abcdef" * 2)
+    await workload.create_binding("captchaai", key=key_rules)
+    kubeconfig = kube.kubeconfig(tmp_path / "kubeconfig")
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "VAULT_ADDR": openbao.addr,
+           "VAULT_TOKEN": openbao.root_token}  # fmt: skip
+    command = [CAPTCHAKEY, "rotate", "--binding", "captchaai", "-n", workload.namespace,
+               "--new-key-stdin", "--timeout", "5"]  # fmt: skip
+    result = await asyncio.to_thread(
+        subprocess.run, command, input=stdin, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        f"Error: the new key for field 'api_key' of \"secret/data/{workload.path}\""
+    )
+    assert said in last
+    assert "Traceback" not in result.stderr
+    assert stdin.split()[0] not in result.stdout + result.stderr
+    # Nothing stored, nothing requested: the refusal came before both.
+    assert (
+        openbao.client().secrets.kv.v2.read_secret_metadata(workload.path)["data"][
+            "current_version"
+        ]
+        == 1
+    )
+    body = await workload.get_binding("captchaai")
+    assert "rotation" not in body["spec"]

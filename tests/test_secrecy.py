@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -103,9 +104,9 @@ async def test_no_sentinel_in_logs_errors_reprs_metadata_or_status(
             bao.client().secrets.kv.v2.create_or_update_secret("captchaai/dev", {"other": other})
             await expect_failure("FieldMissing")
             worker.lose_access()
-            await expect_failure("VaultPermissionDenied")
+            await expect_failure("VaultForbidden")
             bao.stop()
-            await expect_failure("VaultUnavailable")
+            await expect_failure("VaultUnreachable")
 
             async with (
                 aiohttp.ClientSession() as http,
@@ -137,7 +138,9 @@ def test_no_sentinel_on_the_cli_stderr(fresh_openbao: OpenBaoServer, tmp_path: P
             "captchaai/dev", "--out-dir", str(out), "--refresh-interval", "3600",
             "--backoff-cap", "3600", "--health-addr", "", "--log-level", "debug",
             "--log-format", "json"]  # fmt: skip
-    env = {"PATH": "/usr/bin:/bin", "VAULT_TOKEN": worker.token}
+    # PYTHONPATH passes through so that the worktree's agent package is the one run.
+    env = {"PATH": "/usr/bin:/bin", "VAULT_TOKEN": worker.token,
+           "PYTHONPATH": os.environ.get("PYTHONPATH", "")}  # fmt: skip
     captchakey = str(Path(sys.executable).with_name("captchakey"))
 
     def lines() -> list[dict[str, object]]:
@@ -158,10 +161,10 @@ def test_no_sentinel_on_the_cli_stderr(fresh_openbao: OpenBaoServer, tmp_path: P
         wait_until(logged("FieldMissing"))
         worker.lose_access()
         process.send_signal(signal.SIGHUP)
-        wait_until(logged("VaultPermissionDenied"))
+        wait_until(logged("VaultForbidden"))
         bao.stop()
         process.send_signal(signal.SIGHUP)
-        wait_until(logged("VaultUnavailable"))
+        wait_until(logged("VaultUnreachable"))
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
     finally:

@@ -215,7 +215,8 @@ async def rotate(
                 f"{spec.ref.secret_id} --secret-string file:///dev/stdin), then run "
                 "captchakey rotate without --new-key-stdin"
             )
-        target = await asyncio.to_thread(vault.write_key, spec.ref, new_key)
+        # The agents' own key rules (agent.keyrules), checked before anything is stored.
+        target = await asyncio.to_thread(vault.write_key, spec.ref, new_key, spec.key_rules)
         print(f"stored a new key at {spec.ref.mount}/{spec.ref.path} as version {target}", file=out)
     request = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
     await kube.patch_binding(namespace, name, {"spec": {"rotation": {"requestedAt": request}}})

@@ -1,4 +1,4 @@
-"""The key agent's heart: refresh at an interval, on demand, and back off while Vault fails.
+"""The key agent's heart: refresh at an interval, on demand, and back off while anything fails.
 
 Scheduling rules, and why:
 
@@ -8,8 +8,16 @@ Scheduling rules, and why:
   version exists (a rotation), or SIGHUP: refresh now, not at the next tick.
 - *Exponential backoff with full jitter* on failure (AWS architecture blog's "full
   jitter": a uniform delay in ``[0, min(cap, base·2ⁿ)]``): the fastest way for a
-  fleet to get back in without a thundering herd when Vault returns.
-- The file is never touched on failure, and liveness never depends on Vault: the
+  fleet to get back in without a thundering herd when Vault returns. While Vault is
+  unreachable or sealed, or the key file cannot be written, the cap is short (20 s by
+  default) so the agent is back within 30 s of Vault; problems a person has to fix (a
+  policy, a role, a bad key) are retried under a six times longer cap (2 min).
+- *The token on its own schedule*: a keeper task renews the Vault token at two thirds
+  of its TTL and logs in afresh before the max TTL, whatever the refresh interval.
+- Nothing kills the loop: a Vault error, a refused key or a write fault (full,
+  read-only or vanished volume) is reported in ``/status`` ``lastError``, logged in
+  one line (repeated at most every ten minutes while it lasts), counted, and retried.
+  The file is never touched on failure, and liveness never depends on Vault: the
   cached key keeps the application working through an outage (the guide's FAQ).
 """
 
@@ -22,24 +30,42 @@ import random
 import time
 from dataclasses import dataclass
 
-from agent import versions
+from agent import agentstatus, keyfile, keyrules, versions
+from agent.sidecar.metrics import AgentMetrics
 from agent.sidecar.refresher import KeyRefresher
-from agent.vault import VaultError, VaultUnavailableError
+from agent.vault import VaultClient, VaultError, VaultUnavailableError
 
-__all__ = ["Backoff", "KeyAgent"]
+__all__ = ["DEFAULT_BACKOFF_CAP", "Backoff", "KeyAgent"]
 
 _log = logging.getLogger(__name__)
+
+DEFAULT_BACKOFF_CAP = 20.0  # + a request timeout (10 s): back within 30 s of Vault.
+_SLOW_FACTOR = 6.0
+_REPEAT_LOG_SECONDS = 600.0
+_TOKEN_CHECK_MAX = 60.0  # the keeper looks at least this often (the client may be swapped).
+
+# Everything a refresh may fail with that must not stop the agent.
+RefreshFailure = VaultError | keyfile.KeyFileUnwritableError | keyrules.KeyRejectedError
+_FAILURES = (VaultError, keyfile.KeyFileUnwritableError, keyrules.KeyRejectedError)
+# Failures that heal without anyone's help: retried under the short cap.
+_TRANSIENT = (VaultUnavailableError, keyfile.KeyFileUnwritableError)
 
 
 @dataclass(frozen=True)
 class Backoff:
-    """Full-jitter exponential backoff: ``uniform(0, min(cap, base * 2**attempt))``."""
+    """Full-jitter exponential backoff: ``uniform(0, min(cap, base * 2**attempt))``.
+
+    ``cap`` bounds transient failures (Vault away or sealed, a write fault); those that
+    need a person (a policy, a role, a bad key) wait up to six times as long (2 min at
+    the default cap): a fleet with a broken policy should not hammer Vault.
+    """
 
     base: float = 1.0
-    cap: float = 300.0
+    cap: float = DEFAULT_BACKOFF_CAP
 
-    def delay(self, attempt: int) -> float:
-        return random.uniform(0, min(self.cap, self.base * 2 ** min(attempt, 32)))  # noqa: S311
+    def delay(self, attempt: int, *, transient: bool = True) -> float:
+        cap = self.cap if transient else self.cap * _SLOW_FACTOR
+        return random.uniform(0, min(cap, self.base * 2 ** min(attempt, 32)))  # noqa: S311
 
 
 def jittered(interval: float, spread: float = 0.1) -> float:
@@ -55,17 +81,29 @@ class KeyAgent:
         *,
         refresh_interval: float = 3600.0,
         backoff: Backoff | None = None,
+        metrics: AgentMetrics | None = None,
     ):
         self.refresher = refresher
         self.refresh_interval = refresh_interval
         self.backoff = backoff or Backoff()
+        self.metrics = metrics or refresher.metrics
+        refresher.metrics = self.metrics
+        refresher.client = refresher.client  # reports to this agent's metrics.
+        self.metrics.follow(self.status)
         self.desired_version: versions.Version | None = None
         self.consecutive_failures = 0
-        self.last_error: str | None = None
+        self.error: agentstatus.LastError | None = None
         self.last_success: float | None = None
+        self._failing_since: float | None = None
+        self._last_logged: tuple[str, float] | None = None  # (message, when)
         self._wake = asyncio.Event()
         self._force = False
         self._stopping = asyncio.Event()
+
+    @property
+    def last_error(self) -> str | None:
+        """The reason of the last failure (``None`` after a success)."""
+        return self.error["reason"] if self.error else None
 
     @property
     def ready(self) -> bool:
@@ -83,8 +121,9 @@ class KeyAgent:
             "desiredVersion": self.desired_version,
             "ready": self.ready,
             "lastSuccess": self.last_success,
-            "lastError": self.last_error,
+            "lastError": self.error,
             "consecutiveFailures": self.consecutive_failures,
+            "metadataAccess": self.refresher.metadata_allowed,
             "source": str(self.refresher.ref),
         }
 
@@ -104,35 +143,95 @@ class KeyAgent:
         self._wake.set()
 
     async def refresh_once(self) -> bool:
-        """One attempt; raises the :class:`VaultError` on failure (for ``--once``)."""
+        """One attempt; raises the :data:`RefreshFailure` on failure (for ``--once``)."""
         force, self._force = self._force, False
         wanted = self.desired_version if self.refresher.ref.version is None else None
         changed = await self.refresher.refresh(at_least=wanted, force=force)
-        self.consecutive_failures, self.last_error = 0, None
-        self.last_success = time.time()
+        self.metrics.refreshes.labels("changed" if changed else "unchanged").inc()
+        self._record_success()
         return changed
 
     async def run(self) -> None:
         """Refresh now, then on every tick or request, until :meth:`stop`."""
-        while not self._stopping.is_set():
-            self._wake.clear()
-            try:
-                await self.refresh_once()
-                delay = jittered(self.refresh_interval)
-            except VaultError as exc:
-                delay = self._record_failure(exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+        keeper: asyncio.Task[None] | None = None
+        try:
+            while not self._stopping.is_set():
+                self._wake.clear()
+                try:
+                    await self.refresh_once()
+                    delay = jittered(self.refresh_interval)
+                except _FAILURES as exc:
+                    delay = self._record_failure(exc)
+                if keeper is None:
+                    keeper = asyncio.create_task(self._keep_token_alive(), name="vault-token")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+        finally:
+            if keeper is not None:
+                keeper.cancel()
+                await asyncio.gather(keeper, return_exceptions=True)
 
-    def _record_failure(self, exc: VaultError) -> float:
+    async def _keep_token_alive(self) -> None:
+        """Renew or replace the Vault token when it is due, independent of refreshes."""
+        failures = 0
+        while True:
+            client = self.refresher.client  # looked up each time: a binding may swap it.
+            if not isinstance(client, VaultClient):  # other sources renew their own credentials.
+                await asyncio.sleep(_TOKEN_CHECK_MAX)
+                continue
+            try:
+                due = await asyncio.to_thread(client.maintain_token)
+            except VaultError as exc:
+                due = None
+                failures += 1
+                _log.debug("could not renew the Vault token yet: %s", exc)
+            else:
+                failures = failures + 1 if due is not None and due < 1 else 0
+            if failures:
+                # Not renewable any more (or Vault away): the next refresh says why.
+                due = self.backoff.delay(failures, transient=False) + 1
+            await asyncio.sleep(min(due if due is not None else _TOKEN_CHECK_MAX, _TOKEN_CHECK_MAX))
+
+    def _record_success(self) -> None:
+        if self.consecutive_failures and self._failing_since is not None:
+            was = self.error["reason"] if self.error else "failure"
+            elapsed = time.time() - self._failing_since
+            client = self.refresher.client
+            if was in (agentstatus.VAULT_UNREACHABLE, agentstatus.VAULT_SEALED):
+                where = client.addr if isinstance(client, VaultClient) else "the key source"
+                what = f"Vault at {where} answers again"
+            else:
+                what = f"refreshing works again ({was} is over)"
+            _log.info(
+                "%s after %d failed attempts over %.1f s; the key is current",
+                what,
+                self.consecutive_failures,
+                elapsed,
+                extra={"failures": self.consecutive_failures, "outage_seconds": round(elapsed, 1)},
+            )
+        self.consecutive_failures, self.error, self._failing_since = 0, None, None
+        self._last_logged = None
+        self.last_success = time.time()
+
+    def _record_failure(self, exc: RefreshFailure) -> float:
+        now = time.time()
         self.consecutive_failures += 1
-        self.last_error = exc.reason
-        delay = self.backoff.delay(self.consecutive_failures)
-        level = logging.WARNING if isinstance(exc, VaultUnavailableError) else logging.ERROR
+        self._failing_since = self._failing_since or now
+        message = str(exc)
+        self.error = agentstatus.last_error(exc.reason, message, self._failing_since)
+        self.metrics.failures.labels(exc.reason).inc()
+        transient = isinstance(exc, _TRANSIENT)
+        delay = self.backoff.delay(self.consecutive_failures, transient=transient)
+        repeated = self._last_logged is not None and self._last_logged[0] == message
+        if repeated and self._last_logged and now - self._last_logged[1] < _REPEAT_LOG_SECONDS:
+            level = logging.DEBUG
+        else:
+            level = logging.WARNING if isinstance(exc, VaultUnavailableError) else logging.ERROR
+            self._last_logged = (message, now)
         _log.log(
             level,
             "key refresh failed; the last good key stays in place: %s",
-            exc,
+            message,
             extra={
                 "reason": exc.reason,
                 "failures": self.consecutive_failures,

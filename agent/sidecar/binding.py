@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,11 +30,12 @@ from typing import Any
 
 import kopf
 
-from agent import versions
+from agent import agentstatus, versions
 from agent.binding import GROUP, PLURAL, VERSION, BindingSpec, InvalidBindingError
 from agent.keysource import KeySource
 from agent.sidecar.agent import Backoff, KeyAgent
 from agent.sidecar.health import serve_health
+from agent.sidecar.metrics import AgentMetrics
 from agent.sidecar.refresher import KeyRefresher, KeyTarget
 from agent.vault import VaultClient, VaultError, auth_from_settings
 
@@ -63,12 +65,15 @@ class AgentDefaults:
 class BindingAgent:
     """Follows one binding and owns the :class:`KeyAgent` that it configures."""
 
-    def __init__(self, name: str, defaults: AgentDefaults):
+    def __init__(self, name: str, defaults: AgentDefaults, metrics: AgentMetrics | None = None):
         self.name = name
         self.defaults = defaults
+        self.metrics = metrics or AgentMetrics()
+        self.metrics.follow(self.status)
         self.agent: KeyAgent | None = None
         self.spec: BindingSpec | None = None
         self.problem: str | None = None
+        self._problem_error: agentstatus.LastError | None = None
         self._task: asyncio.Task[None] | None = None
         self._pending: asyncio.TimerHandle | None = None
 
@@ -85,8 +90,18 @@ class BindingAgent:
         if self.agent is not None:
             status.update(self.agent.status())
         else:
-            status.update(version=None, ready=False)
+            # Not seen yet is a start-up state, not a failure: lastError stays null (an
+            # RBAC problem shows in kopf's own log lines and keeps /readyz at 503).
+            status.update(version=None, ready=False, lastError=None)
+        if self._problem_error is not None:
+            status["lastError"] = self._problem_error
         return status
+
+    def _set_problem(self, reason: str | None, message: str = "") -> None:
+        self.problem = reason
+        self._problem_error = (
+            agentstatus.last_error(reason, message, time.time()) if reason else None
+        )
 
     def on_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """Apply one watch event of the binding (``None`` is the initial listing)."""
@@ -98,23 +113,27 @@ class BindingAgent:
                 "in place; re-create the binding to resume",
                 self.name,
             )
-            self.problem = "BindingDeleted"
+            self._set_problem(
+                agentstatus.BINDING_DELETED,
+                f"CaptchaKeyBinding {self.name!r} was deleted: refreshes stopped; re-create it "
+                "to resume (the last good key stays in place)",
+            )
             return
         try:
             spec = BindingSpec.from_body(body)
         except InvalidBindingError as exc:
-            self.problem = exc.reason
+            self._set_problem(exc.reason, str(exc))
             _log.error("%s; the last good key stays in place", exc)
             return
         except VaultError as exc:
-            self.problem = exc.reason
+            self._set_problem(exc.reason, str(exc))
             _log.error("%s", exc)
             return
-        self.problem = None
+        self._set_problem(None)
         try:
             self._apply(spec)
         except VaultError as exc:  # no client for this backend (say, the AWS SDK missing).
-            self.problem = exc.reason
+            self._set_problem(exc.reason, str(exc))
             _log.error("%s; the last good key stays in place", exc)
             return
         current = versions.parse((body.get("status") or {}).get("currentVersion"))
@@ -134,15 +153,22 @@ class BindingAgent:
         spec = replace(spec, rotation_request=None)
         target = KeyTarget(self.defaults.out_dir, spec.file_name, spec.file_mode)
         if self.agent is None or self._task is None or self._task.done():
-            refresher = KeyRefresher(self._client(spec), spec.ref, target)
+            refresher = KeyRefresher(
+                self._client(spec), spec.ref, target, rules=spec.key_rules,
+                metrics=self.metrics,
+            )  # fmt: skip
             self.agent = KeyAgent(
-                refresher, refresh_interval=self._resync(spec), backoff=self.defaults.backoff
+                refresher,
+                refresh_interval=self._resync(spec),
+                backoff=self.defaults.backoff,
+                metrics=self.metrics,
             )
+            self.metrics.follow(self.status)
             self._task = asyncio.create_task(self.agent.run(), name=f"key-agent:{self.name}")
         elif spec != self.spec:
             if self.spec is None or _identity(spec) != _identity(self.spec):
                 self.agent.refresher.client = self._client(spec)
-            self.agent.refresher.retarget(spec.ref, target)
+            self.agent.refresher.retarget(spec.ref, target, spec.key_rules)
             self.agent.refresh_interval = self._resync(spec)
             self.agent.request_refresh()
         self.spec = spec
@@ -177,6 +203,7 @@ class BindingAgent:
             auth,
             ca_cert=self.defaults.vault_cacert,
             namespace=vault.namespace or self.defaults.vault_namespace,
+            observer=self.metrics,
         )
 
     def _aws_client(self, spec: BindingSpec) -> KeySource:
@@ -263,7 +290,7 @@ async def run_binding_agent(
     ready_flag: asyncio.Event | None = None,
 ) -> None:
     """Watch ``binding`` in ``namespace`` and keep its key file current until stopped."""
-    runner = await serve_health(binding, *health) if health else None
+    runner = await serve_health(binding, *health, metrics=binding.metrics) if health else None
     _log.info("key agent watching CaptchaKeyBinding %s/%s", namespace, binding.name)
     try:
         await kopf.operator(

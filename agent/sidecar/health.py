@@ -4,9 +4,11 @@
   the sidecar killed, since its cached key keeps the application working.
 - ``/readyz``: a key is on disk and it is the version known to be wanted. A native
   sidecar's startup probe points here, so the application starts with its key.
-- ``/status``: JSON with the version and fingerprint held (never the key). The operator
-  reads it to count which consumer holds which version during a rotation; reading it
+- ``/status``: JSON with the version and fingerprint held (never the key), and
+  ``lastError`` (:mod:`agent.agentstatus`). The operator reads it to count which consumer
+  holds which version during a rotation and to name failing consumers; reading it
   needs no Kubernetes permission on either side.
+- ``/metrics``: Prometheus text format (:mod:`agent.sidecar.metrics`), never the key.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from aiohttp import web
+
+from agent.sidecar.metrics import CONTENT_TYPE, AgentMetrics
 
 __all__ = ["Handler", "StatusSource", "serve_health", "serve_routes"]
 
@@ -33,7 +37,9 @@ class StatusSource(Protocol):
     def status(self) -> dict[str, object]: ...
 
 
-async def serve_health(agent: StatusSource, host: str, port: int) -> web.AppRunner:
+async def serve_health(
+    agent: StatusSource, host: str, port: int, metrics: AgentMetrics | None = None
+) -> web.AppRunner:
     """Start the endpoints; the caller owns the returned runner and cleans it up."""
 
     async def healthz(_: web.Request) -> web.Response:
@@ -47,9 +53,15 @@ async def serve_health(agent: StatusSource, host: str, port: int) -> web.AppRunn
     async def status(_: web.Request) -> web.Response:
         return web.json_response(agent.status())
 
-    return await serve_routes(
-        host, port, {"/healthz": healthz, "/readyz": readyz, "/status": status}
-    )
+    async def scrape(_: web.Request) -> web.Response:
+        assert metrics is not None
+        body = metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    routes: dict[str, Handler] = {"/healthz": healthz, "/readyz": readyz, "/status": status}
+    if metrics is not None:
+        routes["/metrics"] = scrape
+    return await serve_routes(host, port, routes)
 
 
 async def serve_routes(host: str, port: int, routes: Mapping[str, Handler]) -> web.AppRunner:

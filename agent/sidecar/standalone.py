@@ -26,7 +26,7 @@ async def run_until_signalled(agent: KeyAgent, health: HealthAddress) -> None:
     loop.add_signal_handler(signal.SIGTERM, agent.stop)
     loop.add_signal_handler(signal.SIGINT, agent.stop)
     loop.add_signal_handler(signal.SIGHUP, lambda: agent.request_refresh(force=True))
-    runner = await serve_health(agent, *health) if health else None
+    runner = await serve_health(agent, *health, metrics=agent.metrics) if health else None
     _log.info("key agent started", extra={"source": str(agent.refresher.ref)})
     try:
         await agent.run()

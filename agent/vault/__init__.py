@@ -14,7 +14,7 @@ from agent.vault.auth import (
     TokenAuth,
     auth_from_settings,
 )
-from agent.vault.client import KeyVersion, SecretMetadata, SecretRef, VaultClient
+from agent.vault.client import KeyVersion, SecretMetadata, SecretRef, VaultClient, VaultObserver
 from agent.vault.errors import (
     AuthenticationError,
     EmptyKeyError,
@@ -22,6 +22,7 @@ from agent.vault.errors import (
     PermissionDeniedError,
     SecretNotFoundError,
     VaultError,
+    VaultSealedError,
     VaultTLSError,
     VaultUnavailableError,
     VersionUnavailableError,
@@ -45,6 +46,8 @@ __all__ = [
     "TokenAuth",
     "VaultClient",
     "VaultError",
+    "VaultObserver",
+    "VaultSealedError",
     "VaultTLSError",
     "VaultUnavailableError",
     "VersionUnavailableError",

@@ -53,6 +53,12 @@ class Auth(Protocol):
     def login(self, client: hvac.Client) -> Mapping[str, Any]:
         """Log in, set ``client.token``, and return Vault's ``auth`` block."""
 
+    def policy_holder(self, token_meta: Mapping[str, Any]) -> str:
+        """Who a missing grant belongs to, in the method's own words (for 403 messages).
+
+        ``token_meta`` is the ``meta`` of ``lookup-self`` (may be empty).
+        """
+
 
 def _read_credential(path: Path, what: str) -> str:
     try:
@@ -79,6 +85,9 @@ class KubernetesAuth:
     def describe(self) -> str:
         return f"kubernetes login as role {self.role!r} at auth/{self.mount}"
 
+    def policy_holder(self, token_meta: Mapping[str, Any]) -> str:
+        return _role_holder(self.role, self.mount)
+
     def login(self, client: hvac.Client) -> Mapping[str, Any]:
         jwt = _read_credential(self.token_file, "service-account token")
         response = client.auth.kubernetes.login(self.role, jwt, mount_point=self.mount)
@@ -96,6 +105,9 @@ class JwtAuth:
 
     def describe(self) -> str:
         return f"jwt login as role {self.role!r} at auth/{self.mount}"
+
+    def policy_holder(self, token_meta: Mapping[str, Any]) -> str:
+        return _role_holder(self.role, self.mount)
 
     def login(self, client: hvac.Client) -> Mapping[str, Any]:
         jwt = _read_credential(self.token_file, "service-account token")
@@ -115,6 +127,12 @@ class AppRoleAuth:
 
     def describe(self) -> str:
         return f"approle login at auth/{self.mount}"
+
+    def policy_holder(self, token_meta: Mapping[str, Any]) -> str:
+        name = token_meta.get("role_name")
+        if isinstance(name, str) and name:
+            return _role_holder(name, self.mount)
+        return f"the AppRole role (auth/{self.mount}/role/<name>, token_policies)"
 
     def login(self, client: hvac.Client) -> Mapping[str, Any]:
         secret_id = self.secret_id
@@ -139,6 +157,10 @@ class TokenAuth:
     def describe(self) -> str:
         return f"token from {self.token_file}" if self.token_file else "token from VAULT_TOKEN"
 
+    def policy_holder(self, token_meta: Mapping[str, Any]) -> str:
+        # A plain token has no role: its policies were fixed when it was created.
+        return "this token (token auth has no role: create a token with that policy)"
+
     def login(self, client: hvac.Client) -> Mapping[str, Any]:
         token = self.token
         if self.token_file is not None:
@@ -158,6 +180,10 @@ class TokenAuth:
             "lease_duration": ttl,
             "renewable": bool(data.get("renewable")),
         }
+
+
+def _role_holder(role: str, mount: str) -> str:
+    return f"the Vault role {role!r} (auth/{mount}/role/{role}, token_policies)"
 
 
 def _auth_block(response: Mapping[str, Any]) -> Mapping[str, Any]:

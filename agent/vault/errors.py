@@ -14,6 +14,10 @@ without restarting anyone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from agent import agentstatus
+
 __all__ = [
     "AuthenticationError",
     "EmptyKeyError",
@@ -21,6 +25,7 @@ __all__ = [
     "PermissionDeniedError",
     "SecretNotFoundError",
     "VaultError",
+    "VaultSealedError",
     "VaultTLSError",
     "VaultUnavailableError",
     "VersionUnavailableError",
@@ -32,13 +37,14 @@ _SETUP_DOC = "docs/vault-setup.md"
 class VaultError(Exception):
     """Base of every error this package raises: ``str()`` is the whole actionable message."""
 
-    reason = "VaultError"  # a CamelCase word for Kubernetes conditions and events.
+    # A CamelCase word for /status, Kubernetes conditions, events and metrics labels.
+    reason: str = agentstatus.VAULT_ERROR
 
 
 class VaultUnavailableError(VaultError):
     """Vault cannot answer now (unreachable, sealed, 5xx, rate-limited): retry later."""
 
-    reason = "VaultUnavailable"
+    reason = agentstatus.VAULT_UNREACHABLE
 
     def __init__(self, addr: str, detail: str):
         super().__init__(
@@ -47,10 +53,24 @@ class VaultUnavailableError(VaultError):
         )
 
 
+class VaultSealedError(VaultUnavailableError):
+    """Vault answers, but is sealed: nothing can be read until an operator unseals it."""
+
+    reason = agentstatus.VAULT_SEALED
+
+    def __init__(self, addr: str):  # the parent's message says "unavailable": not used.
+        VaultError.__init__(
+            self,
+            f"Vault at {addr} is sealed; retrying with backoff. Unseal it "
+            "(`vault operator unseal`, or check its auto-unseal) and the agent recovers "
+            "by itself; the last good key stays in place meanwhile.",
+        )
+
+
 class VaultTLSError(VaultError):
     """The TLS handshake failed: almost always a missing or wrong CA certificate."""
 
-    reason = "VaultTLSError"
+    reason = agentstatus.VAULT_TLS
 
     def __init__(self, addr: str, detail: str):
         super().__init__(
@@ -62,28 +82,45 @@ class VaultTLSError(VaultError):
 class AuthenticationError(VaultError):
     """Login was refused, or the token in use cannot be renewed or replaced."""
 
-    reason = "VaultAuthFailed"
+    reason = agentstatus.LOGIN_REFUSED
 
 
 class PermissionDeniedError(VaultError):
     """The token is valid, but its policies do not allow this path."""
 
-    reason = "VaultPermissionDenied"
+    reason = agentstatus.VAULT_FORBIDDEN
 
-    def __init__(self, path: str, capability: str):
+    def __init__(
+        self,
+        path: str,
+        capability: str,
+        *,
+        policies: Sequence[str] | None = None,
+        policy_holder: str | None = None,
+    ):
         self.path = path
+        self.capability = capability
+        self.policies = tuple(policies) if policies is not None else None
+        self.policy_holder = policy_holder
+        if self.policies is None:
+            held = "the token's policies"
+        elif self.policies:
+            held = f"the token's policies ({', '.join(self.policies)})"
+        else:
+            held = "the token, which has no policies,"
+        where = f"a policy of {policy_holder}" if policy_holder else "a policy of this identity"
         super().__init__(
-            f'403 Forbidden from Vault on "{path}": the token\'s policies do not grant '
-            f'"{capability}" there. Add to the policy of this role: '
-            f'path "{path}" {{ capabilities = ["{capability}"] }} (see {_SETUP_DOC}); '
-            "a role bound to one environment is refused every other environment's path."
+            f'403 Forbidden from Vault on "{path}": {held} do not grant "{capability}" '
+            f'there. Add to {where}: path "{path}" {{ capabilities = ["{capability}"] }} '
+            f"(see {_SETUP_DOC}); a role bound to one environment is refused every other "
+            "environment's path."
         )
 
 
 class SecretNotFoundError(VaultError):
     """No secret at the path: a typo in the path or mount, or it was never written."""
 
-    reason = "SecretNotFound"
+    reason = agentstatus.SECRET_NOT_FOUND
 
     def __init__(self, path: str, mount: str, kv_path: str):
         super().__init__(
@@ -95,7 +132,7 @@ class SecretNotFoundError(VaultError):
 class VersionUnavailableError(VaultError):
     """A pinned version does not exist, or was deleted or destroyed."""
 
-    reason = "VersionUnavailable"
+    reason = agentstatus.VERSION_UNAVAILABLE
 
     def __init__(self, path: str, version: int, state: str, current: int | None):
         latest = f" (the current version is {current})" if current else ""
@@ -108,7 +145,7 @@ class VersionUnavailableError(VaultError):
 class FieldMissingError(VaultError):
     """The secret exists but has no such field."""
 
-    reason = "FieldMissing"
+    reason = agentstatus.FIELD_MISSING
 
     def __init__(self, path: str, field: str, present: list[str]):
         names = ", ".join(repr(name) for name in sorted(present)) or "none"
@@ -121,7 +158,7 @@ class FieldMissingError(VaultError):
 class EmptyKeyError(VaultError):
     """The field exists but holds an empty value, or not a string."""
 
-    reason = "EmptyKey"
+    reason = agentstatus.KEY_REJECTED
 
     def __init__(self, path: str, field: str):
         super().__init__(

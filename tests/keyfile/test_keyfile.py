@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -55,12 +56,15 @@ def test_write_applies_requested_mode(tmp_path: Path) -> None:
 
 def test_replace_swaps_the_inode_and_leaves_no_temp_files(tmp_path: Path) -> None:
     _write(tmp_path, KEY_1, 1)
-    first_inode = (tmp_path / "api_key").stat().st_ino
-    for version in range(2, 12):
-        _write(tmp_path, chr(ord("a") + version) * 32, version)
     key_path = tmp_path / "api_key"
-    # A rename, not an in-place write: open readers keep the old inode whole.
-    assert key_path.stat().st_ino != first_inode
+    # Held open, the first inode cannot be recycled by the file system for a later file.
+    with key_path.open() as reader:
+        first_inode = os.fstat(reader.fileno()).st_ino
+        for version in range(2, 12):
+            _write(tmp_path, chr(ord("a") + version) * 32, version)
+        # A rename, not an in-place write: open readers keep the old inode whole.
+        assert key_path.stat().st_ino != first_inode
+        assert reader.read() == KEY_1
     assert key_path.read_text() == chr(ord("a") + 11) * 32
     assert sorted(p.name for p in tmp_path.iterdir()) == ["api_key", "api_key.meta.json"]
 

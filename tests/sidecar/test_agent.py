@@ -173,7 +173,7 @@ async def test_vault_outage_keeps_the_last_good_key_and_recovers(
             assert time.monotonic() - started < 15, "the agent never recorded failures"
             await asyncio.sleep(0.02)
         assert checks > 10
-        assert agent.last_error == "VaultUnavailable"
+        assert agent.last_error == "VaultUnreachable"
         assert agent.ready  # the cached key keeps the application going.
         assert not task.done()
 
@@ -222,11 +222,14 @@ async def test_health_endpoints(fresh_openbao: OpenBaoServer, tmp_path: Path) ->
             assert KEY_1 not in body
 
             await asyncio.to_thread(bao.stop)
-            await wait_for(lambda: agent.last_error == "VaultUnavailable")
+            await wait_for(lambda: agent.last_error == "VaultUnreachable")
             assert (await get("/healthz"))[0] == 200  # an outage must not kill the sidecar.
             assert (await get("/readyz"))[0] == 200  # the cached key is still served.
             status, body = await get("/status")
-            assert json.loads(body)["lastError"] == "VaultUnavailable"
+            error = json.loads(body)["lastError"]
+            assert error["reason"] == "VaultUnreachable"
+            assert bao.addr in error["message"]
+            assert error["since"].endswith("Z")
             assert KEY_1 not in body
     finally:
         await runner.cleanup()

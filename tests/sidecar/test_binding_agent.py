@@ -9,6 +9,8 @@ Covers:
 - JWT auth (offline validation) as the alternative login;
 - binding deleted: the key stays, refreshes stop, a clear log line;
 - Vault token rejected by TokenReview: a clear error, the last good key stays;
+- the binding's spec.key rules: a key not in the captchaai format is never written, a
+  good one is, and a lowered maxLength refuses it while the last good key stays;
 - strictly read-only: every request the agent sent is a GET (get/list/watch) on bindings
   or discovery; never a write, never anything else.
 """
@@ -25,6 +27,7 @@ import pytest
 
 from agent import keyfile
 from agent.reader import KeyReader
+from agent.sidecar.binding import BindingAgent
 from tests.rig.helpers import free_port
 from tests.rig.kube import BaoAuth, RealisticKubernetes
 from tests.rig.openbao import OpenBaoServer
@@ -172,3 +175,38 @@ async def test_agent_only_reads_bindings(workload: Workload, tmp_path: Path) -> 
         assert on_bindings or DISCOVERY.match(request.path), (
             f"the agent read something else: {where}"
         )
+
+
+async def test_binding_key_rules_refuse_a_bad_key_and_keep_the_good_one(
+    workload: Workload, tmp_path: Path
+) -> None:
+    workload.put_key("Mistyped-Key-From-The-Dashboard")
+    await workload.create_binding("captchaai", key={"format": "captchaai"})
+    out = tmp_path / "keys"
+    good = "0123456789abcdef" * 2
+
+    def error(agent: BindingAgent) -> dict[str, str]:
+        last = agent.status()["lastError"]
+        return last if isinstance(last, dict) else {}
+
+    def reason(agent: BindingAgent) -> str | None:
+        return error(agent).get("reason")
+
+    async with running_agent(workload, "captchaai", out) as agent:
+        await eventually(lambda: reason(agent) == "KeyRejected")
+        message = error(agent)["message"]
+        assert f'"secret/data/{workload.path}"' in message
+        assert "not in the 'captchaai' format" in message
+        assert "Mistyped" not in message
+        assert not (out / "api_key").exists()  # nothing wrong is ever written.
+
+        version = workload.put_key(good)
+        await workload.patch_binding("captchaai", {"status": {"currentVersion": version}},
+                                     status=True)  # fmt: skip
+        await eventually(lambda: held(out) == 2)
+        assert (out / "api_key").read_text() == good
+
+        await workload.patch_binding("captchaai", {"spec": {"key": {"maxLength": 16}}})
+        await eventually(lambda: reason(agent) == "KeyRejected")
+        assert "more than the maximum of 16" in error(agent)["message"]
+        assert (out / "api_key").read_text() == good  # the last good key stays in place.

@@ -3,7 +3,9 @@
 Covers: ``captchakey agent --binding`` runs with kopf loaded and the ``kubernetes`` package
 installed (the image has it for ``captchakey rotate``), yet loads none of it. The evidence
 is the agent's own ``sys.modules``, reported at exit of the real CLI process after a
-graceful SIGTERM. The saving is measured by ``make bench`` (docs/benchmarks.md).
+graceful SIGTERM. The saving is measured by ``make bench`` (docs/benchmarks.md). Nor
+does it load prometheus_client (installed for the operator), which the sidecar image
+lacks: its ``/metrics`` are written by ``agent.sidecar.metrics`` itself.
 """
 
 from __future__ import annotations
@@ -62,3 +64,5 @@ def test_agent_process_never_imports_the_kubernetes_client(
     loaded = json.loads(stderr.strip().splitlines()[-1])
     assert "kopf" in loaded, "the agent did not get as far as kopf: the test would prove nothing"
     assert [m for m in loaded if m == "kubernetes" or m.startswith("kubernetes.")] == []
+    # The sidecar image has no prometheus_client: the agent writes its metrics itself.
+    assert [m for m in loaded if m.split(".")[0] == "prometheus_client"] == []

@@ -16,7 +16,10 @@ Covers:
 - Kubernetes auth (OpenBao's real TokenReview against the kmock rig) and JWT auth:
   the token file is read afresh at each login (the file is rewritten with a new token
   between logins, the old one being refused), and a rejected token is an
-  ``AuthenticationError`` naming role and mount.
+  ``AuthenticationError`` naming role and mount;
+- a 403 names the token's policies (from lookup-self) and who holds them in the auth
+  method's own words: the role for kubernetes, jwt and AppRole, the token itself (no
+  role) under token auth.
 """
 
 from __future__ import annotations
@@ -304,3 +307,56 @@ def test_missing_token_file_is_an_actionable_error(
     assert "projected token volume" in str(info.value)
     with pytest.raises(AuthenticationError, match="--role"):
         auth_from_settings("kubernetes", environ={})
+
+
+# -- what a 403 says: the token's policies and the method's own words --------------------
+
+
+def forbidden_message(client: VaultClient, path: str) -> str:
+    with pytest.raises(PermissionDeniedError) as info:
+        client.read_key(SecretRef(path))
+    return str(info.value)
+
+
+def test_403_under_token_auth_names_the_tokens_policies_and_no_role(
+    openbao: OpenBaoServer, envs: tuple[str, str]
+) -> None:
+    dev, prod = envs
+    policy = create_policy(openbao, dev)
+    token = openbao.client().auth.token.create(policies=[policy])["auth"]["client_token"]
+    message = forbidden_message(VaultClient(openbao.addr, TokenAuth(token=token)), prod)
+    assert f"the token's policies (default, {policy})" in message
+    assert "this token (token auth has no role" in message
+    assert "role '" not in message
+    assert f'path "secret/data/{prod}" {{ capabilities = ["read"] }}' in message
+
+
+def test_403_under_approle_names_the_role_and_its_policies(
+    openbao: OpenBaoServer, envs: tuple[str, str]
+) -> None:
+    dev, prod = envs
+    role = approle_for(openbao, dev)
+    client = VaultClient(openbao.addr, AppRoleAuth(role.role_id, role.secret_id, mount=role.mount))
+    message = forbidden_message(client, prod)
+    policies = message.split("the token's policies (", 1)[1].split(")", 1)[0].split(", ")
+    assert "default" in policies
+    assert any(p.startswith("worker-") for p in policies)
+    assert f"the Vault role 'worker' (auth/{role.mount}/role/worker, token_policies)" in message
+
+
+@pytest.mark.parametrize("method", ["kubernetes", "jwt"])
+def test_403_under_service_account_auth_names_the_role(
+    request: pytest.FixtureRequest,
+    kube: RealisticKubernetes,
+    envs: tuple[str, str],
+    tmp_path: Path,
+    method: str,
+) -> None:
+    bao_auth: BaoAuth = request.getfixturevalue(
+        "kube_openbao" if method == "kubernetes" else "kube_jwt_openbao"
+    )
+    dev, prod = envs
+    client, _ = _service_account_auth(bao_auth, kube, dev, tmp_path / "token")
+    message = forbidden_message(client, prod)
+    assert "the token's policies (" in message
+    assert f"the Vault role 'solver' (auth/{bao_auth.mount}/role/solver" in message

@@ -8,7 +8,8 @@ Covers:
 - errors, each an actionable message that never carries a value:
   missing field (lists the field names present, not their values), empty value,
   path not found, pinned version deleted / destroyed / absent (VersionUnavailableError),
-  Vault sealed and Vault unreachable (VaultUnavailableError, transient), TLS failure
+  Vault sealed (VaultSealedError, named as such) and Vault unreachable
+  (VaultUnavailableError, both transient), TLS failure
   (VaultTLSError mentioning VAULT_CACERT);
 - ``repr`` of the client and of a KeyVersion never shows a credential or the key.
 """
@@ -17,13 +18,14 @@ from __future__ import annotations
 
 import pytest
 
+from agent.keyrules import KeyRejectedError
 from agent.vault import (
-    EmptyKeyError,
     FieldMissingError,
     SecretNotFoundError,
     SecretRef,
     TokenAuth,
     VaultClient,
+    VaultSealedError,
     VaultTLSError,
     VaultUnavailableError,
     VersionUnavailableError,
@@ -73,11 +75,13 @@ def test_write_key_stores_the_next_version(openbao: OpenBaoServer, unique_path: 
     client = root_client(openbao)
     ref = SecretRef(unique_path)
     assert client.write_key(ref, "written-by-client-000000000000000") == 1
-    assert client.write_key(ref, "  written-again-0000000000000000  ") == 2
-    assert client.read_key(ref).value == "written-again-0000000000000000"
-    with pytest.raises(EmptyKeyError):
-        client.write_key(ref, "   ")
-    assert client.metadata(ref).current_version == 2
+    assert client.write_key(ref, "written-again-0000000000000000\n") == 2
+    assert client.read_key(ref).value == "written-again-0000000000000000"  # one newline dropped.
+    for refused in ("   ", "  spaced-0000000000000000  ", "two\nlines"):
+        with pytest.raises(KeyRejectedError) as info:
+            client.write_key(ref, refused)
+        assert f"field 'api_key' of \"secret/data/{unique_path}\"" in str(info.value)
+    assert client.metadata(ref).current_version == 2  # nothing refused was stored.
 
 
 def test_token_is_reused_across_many_reads(openbao: OpenBaoServer, unique_path: str) -> None:
@@ -109,10 +113,11 @@ def test_missing_field_lists_field_names_not_values(
 
 def test_empty_value_is_an_error(openbao: OpenBaoServer, unique_path: str) -> None:
     openbao.put_key(unique_path, "   ")
-    with pytest.raises(EmptyKeyError) as info:
+    with pytest.raises(KeyRejectedError) as info:
         root_client(openbao).read_key(SecretRef(unique_path))
     assert "'api_key'" in str(info.value)
     assert f"secret/data/{unique_path}" in str(info.value)
+    assert "a space at position 1" in str(info.value)
 
 
 def test_path_not_found(openbao: OpenBaoServer, unique_path: str) -> None:
@@ -152,10 +157,12 @@ def test_sealed_vault_is_unavailable(fresh_openbao: OpenBaoServer) -> None:
     ref = SecretRef("captchaai/dev")
     assert client.read_key(ref).version == 1  # logged in, token cached.
     fresh_openbao.client().sys.seal()
-    with pytest.raises(VaultUnavailableError) as info:
+    with pytest.raises(VaultSealedError) as info:
         client.read_key(ref)
-    assert fresh_openbao.addr in str(info.value)
-    assert "unsealed" in str(info.value)
+    assert info.value.reason == "VaultSealed"
+    assert isinstance(info.value, VaultUnavailableError)  # retried like an outage.
+    assert f"Vault at {fresh_openbao.addr} is sealed" in str(info.value)
+    assert "vault operator unseal" in str(info.value)
     with pytest.raises(VaultUnavailableError):
         client.metadata(ref)
     # A client that has not logged in yet gets the same transient error at login.
