@@ -117,6 +117,14 @@ class BindingSpec:
         mode = file.get("mode", keyfile.DEFAULT_MODE)
         if not isinstance(mode, int) or not 0 <= mode <= 0o777:
             raise InvalidBindingError(f"spec.file.mode must be 0-511 (0000-0777), not {mode!r}")
+        if mode & 0o007 or not mode & 0o040:
+            # The agent runs as its own user; the pod's containers read the key through its
+            # group (or the pod's fsGroup), and nobody else may read it at all.
+            raise InvalidBindingError(
+                f"spec.file.mode {mode:04o} must be group-readable and give others nothing "
+                "(e.g. 0440, the default): the application reads the key through the agent's "
+                "group, and a world-readable key is readable by any process on the node"
+            )
         refresh = spec.get("refreshIntervalSeconds")
         if refresh is not None and (not isinstance(refresh, int) or refresh < 10):
             raise InvalidBindingError(

@@ -72,7 +72,7 @@ def test_full_binding_is_accepted_as_written() -> None:
                 "auth": {"method": "jwt", "mount": "jwt-k8s", "role": "r", "audience": "aud"},
             },
             kv={"mount": "secret", "path": "captchaai/{environment}/solver", "version": 4},
-            file={"name": "captcha.key", "mode": 0o400},
+            file={"name": "captcha.key", "mode": 0o640},
             refreshIntervalSeconds=60,
             rotation={"requestedAt": "2026-11-23T00:00:00Z"},
         ),
@@ -82,7 +82,7 @@ def test_full_binding_is_accepted_as_written() -> None:
     assert spec.ref.version == 4
     assert (spec.vault.method, spec.vault.mount, spec.vault.audience) == ("jwt", "jwt-k8s", "aud")
     assert spec.vault.address == "https://vault.example:8200"
-    assert (spec.file_name, spec.file_mode, spec.refresh_seconds) == ("captcha.key", 0o400, 60)
+    assert (spec.file_name, spec.file_mode, spec.refresh_seconds) == ("captcha.key", 0o640, 60)
     assert spec.rotation_request == "2026-11-23T00:00:00Z"
 
 
@@ -173,3 +173,10 @@ def test_bad_auth_method(method: str) -> None:
 def test_missing_environment() -> None:
     message = refused(binding(environment=None))
     assert "spec.environment is required" in message
+
+
+@pytest.mark.parametrize("mode", [0o400, 0o444, 0o644, 0o441, 0o000])
+def test_key_file_mode_must_be_group_readable_and_not_world_readable(mode: int) -> None:
+    message = refused(binding(file={"name": "api_key", "mode": mode}))
+    assert f"spec.file.mode {mode:04o}" in message
+    assert "e.g. 0440" in message
