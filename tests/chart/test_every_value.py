@@ -52,6 +52,8 @@ CHANGED: dict[str, list[Any]] = {
     "vault.caCert.secretName": ["vault-ca"],
     "vault.caCert.configMapName": ["vault-ca"],
     "environments": [["dev", "qa"]],
+    "aws.accounts": [["123456789012"]],
+    "aws.endpointUrl": ["https://vpce.example"],
     "operator.podAntiAffinity": ["hard", "none"],
     "operator.affinity": [{"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
         "nodeSelectorTerms": [{"matchExpressions": [

@@ -54,6 +54,10 @@ vault:
 kv:
   mount: secret
   pathPrefix: captchaai
+aws:
+  accounts: []
+  secretPrefix: captchaai
+  endpointUrl: ""
 environments: [dev, staging, prod]
 statusPollSeconds: 30
 peering:

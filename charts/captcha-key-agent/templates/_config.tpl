@@ -16,6 +16,10 @@ vault:
 kv:
   mount: {{ .Values.kv.mount | toJson }}
   pathPrefix: {{ .Values.kv.pathPrefix | toJson }}
+aws:
+  accounts: {{ .Values.aws.accounts | toJson }}
+  secretPrefix: {{ .Values.aws.secretPrefix | toJson }}
+  endpointUrl: {{ .Values.aws.endpointUrl | toJson }}
 environments: {{ .Values.environments | toJson }}
 statusPollSeconds: {{ int .Values.operator.statusPollSeconds }}
 peering:
