@@ -9,6 +9,8 @@ Covers, for ``spec.source: aws``:
   version after the operator announces it, an application's KeyReader sees the new key
   without a restart, and the previous id is listed as safe to revoke only when no
   consumer holds it; each agent exchanged its token once for the whole test;
+- ``captchakey rotate`` (the function behind it) waits until the previous id is safe to
+  revoke, and refuses ``--new-key-stdin`` for an AWS binding with the command to use;
 - pinning ``spec.aws.versionId`` moves an agent back to that version; unpinning returns;
 - the key appears in no status, Event or /status answer.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import io
 import json
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -30,9 +33,12 @@ import pytest
 
 from agent import keyfile
 from agent.operator.config import AwsConfig, OperatorConfig, TLSConfig
+from agent.operator.kube import KubeApi
+from agent.operator.rotate import find_binding, rotate
 from agent.reader import KeyReader
 from agent.sidecar import Backoff
 from agent.sidecar.binding import AgentDefaults, BindingAgent, run_binding_agent
+from agent.vault import TokenAuth, VaultClient
 from tests.aws.conftest import AGENT_ACTIONS, TOKEN, TRUST
 from tests.operator.conftest import operator_on_loopback
 from tests.rig.helpers import free_port
@@ -233,3 +239,23 @@ async def test_pinning_a_version_id_and_unpinning(aws_workload: AwsWorkload) -> 
         await aws_workload.patch("pinned", {"spec": {"aws": {"versionId": None}}})
         await eventually(lambda: held(out) == second, 20)
         assert (out / "api_key").read_text() == KEY_2
+
+
+@pytest.mark.usefixtures("aws_operator")
+async def test_captchakey_rotate_waits_for_the_old_id_to_be_revocable(
+    aws_workload: AwsWorkload,
+) -> None:
+    moto = aws_workload.moto
+    _, _, first = moto.create_secret(json.dumps({"api_key": KEY_1}), name=aws_workload.secret)
+    await aws_workload.create_binding("rotated")
+    await aws_workload.wait_status("rotated", lambda s: s.get("currentVersion") == first)
+    kube = KubeApi.connect(aws_workload.kube.api_url, aws_workload.kube.admin_token)
+    binding = await find_binding(kube, NAMESPACE, "rotated", None)
+    with pytest.raises(LookupError, match="put-secret-value"):
+        await rotate(kube, binding, new_key=KEY_2, vault=VaultClient("http://x", TokenAuth("t")))
+    second = moto.put_value(aws_workload.secret, json.dumps({"api_key": KEY_2}))
+    out = io.StringIO()
+    result = await rotate(kube, binding, wait_seconds=30, out=out)
+    assert result.ok, out.getvalue()
+    assert (result.version, result.revocable) == (second, [first])
+    assert f"version {first} is safe to revoke" in out.getvalue()
