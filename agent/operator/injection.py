@@ -11,6 +11,12 @@ holds the application back until the key file exists, and it does not keep a Job
 from completing. It alone mounts the two projected tokens (one audience-bound for
 Vault, one for the API server), and the Vault CA ConfigMap when one is configured; the
 application only gets the key volume, read-only.
+
+Pods come in every shape, and each must keep working: the agent runs as its own
+non-root user whatever the pod's security context says, and reaches every container
+that receives the key through a group (:func:`_with_agent_group`); a reinvocation after
+a later webhook added a container gives that container the key and nothing twice; the
+agent's resources keep the pod's QoS class (:mod:`agent.operator.resources`).
 """
 
 from __future__ import annotations
