@@ -10,9 +10,10 @@ TokenReview:
 - the operator, run with the configuration the chart renders and the identity the chart
   gives it (its namespace, service account and token audience), logs in and publishes
   the binding's current version; that identity is refused the key itself;
-- the key agent of a pod of ``docs/examples/solver-deployment.yaml`` (its namespace and
-  service account, the token audience the chart injects) logs in with the example
-  binding's role and writes the dev key; the same identity is refused prod's key;
+- a pod of ``docs/examples/solver-deployment.yaml`` goes through the operator's mutating
+  webhook; its key agent, run as injected (binding, Vault address, token audience) with
+  the pod's own service account, logs in with the example binding's role and writes the
+  dev key; the same identity is refused prod's key;
 - the chart's sidecar RoleBinding from the README's flags names that service account;
 - with OpenBao's file audit device on, every read of a key is attributed to the
   consuming pod's own service account and namespace (a dev and a prod consumer), and
@@ -24,19 +25,24 @@ TokenReview:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import copy
 import dataclasses
 import itertools
 import json
 import shlex
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import hvac
 import hvac.exceptions
+import jsonpatch
 import kopf
 import pytest
+import requests
 import yaml
 
 from agent.operator.config import OperatorConfig
@@ -44,7 +50,7 @@ from agent.sidecar import Backoff
 from agent.sidecar.binding import AgentDefaults, BindingAgent, run_binding_agent
 from tests.chart.conftest import ROOT, Doc, find, one, run_helm
 from tests.chart.test_vault_setup import SCRIPT, run_script
-from tests.operator.conftest import OPERATOR_NS, operator_on_loopback
+from tests.operator.conftest import OPERATOR_NS, RunningOperator, operator_on_loopback
 from tests.rig.helpers import free_port
 from tests.rig.kube import API_AUDIENCE, RealisticKubernetes
 from tests.rig.openbao import OpenBaoServer
@@ -187,7 +193,7 @@ async def published(
 
 
 @contextlib.contextmanager
-def chart_operator(installed: Installed) -> Iterator[None]:
+def chart_operator(installed: Installed) -> Iterator[RunningOperator]:
     """The operator as the chart configures it, with the chart's identity for Vault."""
     config = installed.operator_config
     namespace, account, audience = installed.operator_identity
@@ -199,28 +205,110 @@ def chart_operator(installed: Installed) -> Iterator[None]:
         peering_name=None,  # one replica here; peering is the chart's business.
         webhook_port=free_port(),
     )
-    with operator_on_loopback(installed.kube, config, installed.tmp):
-        yield
+    with operator_on_loopback(installed.kube, config, installed.tmp) as running:
+        yield running
+
+
+def example_pod(env: str = "dev") -> dict[str, Any]:
+    """A pod of docs/examples/solver-deployment.yaml as the API server sends it to the
+    webhook (named, in its namespace; ``env`` moves it to that environment's namespace)."""
+    docs = [d for d in yaml.safe_load_all(EXAMPLE_WORKLOAD.read_text()) if d]
+    deployment = one(docs, "Deployment")
+    template = copy.deepcopy(deployment["spec"]["template"])
+    pod: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            **template["metadata"],
+            "name": f"captcha-solver-{uuid.uuid4().hex[:5]}",
+            "namespace": deployment["metadata"]["namespace"],
+        },
+        "spec": template["spec"],
+    }
+    return json.loads(json.dumps(pod).replace("-dev", f"-{env}")) if env != "dev" else pod
+
+
+async def inject(operator: RunningOperator, pod: dict[str, Any]) -> dict[str, Any]:
+    """The pod after the operator's mutating webhook, over HTTPS as the API server calls it."""
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": str(uuid.uuid4()),
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "operation": "CREATE",
+            "namespace": pod["metadata"]["namespace"],
+            "name": pod["metadata"]["name"],
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+            "object": pod,
+        },
+    }
+
+    def post() -> dict[str, Any]:
+        response = requests.post(
+            f"{operator.url}/mutate-pods", json=review, verify=str(operator.ca_file), timeout=10
+        )
+        response.raise_for_status()
+        answer: dict[str, Any] = response.json()["response"]
+        return answer
+
+    answer = await asyncio.to_thread(post)
+    assert answer["allowed"], answer
+    patch = json.loads(base64.b64decode(answer["patch"]))
+    patched: dict[str, Any] = jsonpatch.apply_patch(copy.deepcopy(pod), patch)
+    return patched
+
+
+@dataclasses.dataclass(frozen=True)
+class InjectedAgent:
+    """What the webhook told a pod's key agent: its binding, Vault and token audience."""
+
+    namespace: str
+    service_account: str
+    binding: str
+    vault_addr: str
+    audience: str
+
+    @classmethod
+    def of(cls, pod: dict[str, Any]) -> InjectedAgent:
+        (agent,) = [c for c in pod["spec"]["initContainers"] if c["name"] == "captcha-key-agent"]
+        env = {e["name"]: e.get("value") for e in agent["env"]}
+        token_dir = str(Path(env["CAPTCHAKEY_TOKEN_FILE"]).parent)
+        (mounted,) = [m["name"] for m in agent["volumeMounts"] if m["mountPath"] == token_dir]
+        (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == mounted]
+        (audience,) = [
+            source["serviceAccountToken"]["audience"]
+            for source in volume["projected"]["sources"]
+            if "serviceAccountToken" in source
+        ]
+        return cls(
+            namespace=pod["metadata"]["namespace"],
+            service_account=pod["spec"]["serviceAccountName"],
+            binding=agent["args"][agent["args"].index("--binding") + 1],
+            vault_addr=env["VAULT_ADDR"],
+            audience=audience,
+        )
 
 
 @contextlib.asynccontextmanager
 async def pod_agent(
-    installed: Installed, binding: dict[str, Any], out: Path
+    installed: Installed, pod: dict[str, Any], out: Path
 ) -> AsyncIterator[BindingAgent]:
-    """The key agent of an injected pod: the pod's identity, the chart's token audience."""
-    namespace = binding["metadata"]["namespace"]
-    _, account = example_pod_identity()
-    audience = installed.operator_config.injection.token_audience
-    token = installed.token_file(f"pod-{namespace}", namespace, account, audience)
+    """The key agent of an injected pod, run as the webhook configured it, with the token
+    the kubelet would project for that pod's service account and the injected audience."""
+    injected = InjectedAgent.of(pod)
+    namespace, account = injected.namespace, injected.service_account
+    token = installed.token_file(f"pod-{namespace}", namespace, account, injected.audience)
     out.mkdir(parents=True, exist_ok=True)
     defaults = AgentDefaults(
-        vault_addr=installed.bao.addr,
+        vault_addr=injected.vault_addr,
         out_dir=out,
         token_file=token,
         backoff=Backoff(base=0.05, cap=0.5),
         rotation_spread=0.0,
     )
-    agent = BindingAgent(binding["metadata"]["name"], defaults)
+    agent = BindingAgent(injected.binding, defaults)
     api_token = installed.kube.issue_token(namespace, account, audience=API_AUDIENCE)
     connection = kopf.ConnectionInfo(server=installed.kube.api_url, token=api_token)
 
@@ -268,11 +356,13 @@ def test_readme_install_commands_work_together(installed: Installed) -> None:
         {"kind": "ServiceAccount", "name": pod_account, "namespace": pod_namespace}
     ]
 
-    with chart_operator(installed):
+    with chart_operator(installed) as operator:
         asyncio.run(apply(installed.kube, binding))
 
         async def consume() -> None:
-            async with pod_agent(installed, binding, installed.tmp / "keys"):
+            pod = await inject(operator, example_pod("dev"))
+            assert InjectedAgent.of(pod).binding == binding["metadata"]["name"]
+            async with pod_agent(installed, pod, installed.tmp / "keys"):
                 await eventually(lambda: (installed.tmp / "keys" / "api_key").exists(), seconds=20)
             status = await published(installed.kube, binding)
             ready = {c["type"]: c["status"] for c in status["conditions"]}
@@ -312,15 +402,16 @@ def audit_entries(log: Path) -> list[dict[str, Any]]:
 
 def test_audit_log_names_the_pod_for_every_key_read(installed: Installed) -> None:
     bindings = [example_binding("dev"), example_binding("prod")]
-    with chart_operator(installed):
+    with chart_operator(installed) as operator:
         for binding in bindings:
             asyncio.run(apply(installed.kube, binding))
 
         async def consume() -> None:
             async with contextlib.AsyncExitStack() as stack:
                 for binding in bindings:
+                    pod = await inject(operator, example_pod(binding["spec"]["environment"]))
                     out = installed.tmp / binding["metadata"]["namespace"]
-                    await stack.enter_async_context(pod_agent(installed, binding, out))
+                    await stack.enter_async_context(pod_agent(installed, pod, out))
                 for binding in bindings:
                     key = installed.tmp / binding["metadata"]["namespace"] / "api_key"
                     await eventually(key.exists, seconds=20)
