@@ -95,6 +95,7 @@ class KeyAgent:
         self.error: agentstatus.LastError | None = None
         self.last_success: float | None = None
         self._failing_since: float | None = None
+        self._unreachable: tuple[int, float] | None = None  # (attempts, since) Vault is away.
         self._last_logged: tuple[str, float] | None = None  # (message, when)
         self._wake = asyncio.Event()
         self._force = False
@@ -193,28 +194,46 @@ class KeyAgent:
             await asyncio.sleep(min(due if due is not None else _TOKEN_CHECK_MAX, _TOKEN_CHECK_MAX))
 
     def _record_success(self) -> None:
+        self._vault_answers()
         if self.consecutive_failures and self._failing_since is not None:
             was = self.error["reason"] if self.error else "failure"
             elapsed = time.time() - self._failing_since
-            client = self.refresher.client
-            if was in (agentstatus.VAULT_UNREACHABLE, agentstatus.VAULT_SEALED):
-                where = client.addr if isinstance(client, VaultClient) else "the key source"
-                what = f"Vault at {where} answers again"
-            else:
-                what = f"refreshing works again ({was} is over)"
             _log.info(
-                "%s after %d failed attempts over %.1f s; the key is current",
-                what,
+                "refreshing works again after %d failed attempts over %.1f s (last: %s); the "
+                "key is current",
                 self.consecutive_failures,
                 elapsed,
+                was,
                 extra={"failures": self.consecutive_failures, "outage_seconds": round(elapsed, 1)},
             )
         self.consecutive_failures, self.error, self._failing_since = 0, None, None
         self._last_logged = None
         self.last_success = time.time()
 
+    def _vault_answers(self) -> None:
+        """After a run of unreachable/sealed answers, say once that Vault answers again."""
+        if self._unreachable is None:
+            return
+        attempts, since = self._unreachable
+        self._unreachable = None
+        client = self.refresher.client
+        where = client.addr if isinstance(client, VaultClient) else "the key source"
+        elapsed = time.time() - since
+        _log.info(
+            "Vault at %s answers again after %d failed attempts over %.1f s",
+            where,
+            attempts,
+            elapsed,
+            extra={"failures": attempts, "outage_seconds": round(elapsed, 1)},
+        )
+
     def _record_failure(self, exc: RefreshFailure) -> float:
         now = time.time()
+        if isinstance(exc, VaultUnavailableError):
+            attempts, since = self._unreachable or (0, now)
+            self._unreachable = (attempts + 1, since)
+        else:
+            self._vault_answers()  # Vault answered, if only with another problem.
         self.consecutive_failures += 1
         self._failing_since = self._failing_since or now
         message = str(exc)
