@@ -338,8 +338,10 @@ async def test_failing_consumers_are_named_with_the_reason_their_agent_reports(
         error = parse_last_error(served)
         assert error is not None, served
         assert failing["pod"] == "solver-broken"
-        assert failing["reason"] == error["reason"]
+        assert failing["reason"] == error["reason"] == "LoginRefused"  # the agentstatus word
         assert failing["message"] == error["message"]
+        assert "Vault refused the kubernetes login" in failing["message"]
+        assert failing["since"] == error["since"]  # when its run of failures began
         assert status["rollout"]["stragglers"] == ["solver-broken"]
         condition = next(c for c in status["conditions"] if c["type"] == "ConsumersHealthy")
         assert condition["status"] == "False"
