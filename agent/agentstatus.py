@@ -25,6 +25,10 @@ from agent import versions
 from agent.versions import Version
 
 __all__ = [
+    "AWS_ERROR",
+    "AWS_FORBIDDEN",
+    "AWS_THROTTLED",
+    "AWS_UNREACHABLE",
     "BINDING_DELETED",
     "FIELD_MISSING",
     "INVALID_BINDING",
@@ -54,6 +58,11 @@ LOGIN_REFUSED: Final = "LoginRefused"  # the auth method refused the login (role
 SECRET_NOT_FOUND: Final = "SecretNotFound"
 VERSION_UNAVAILABLE: Final = "VersionUnavailable"  # a pinned version deleted or destroyed.
 FIELD_MISSING: Final = "FieldMissing"
+# AWS Secrets Manager (spec.source: aws)
+AWS_UNREACHABLE: Final = "AwsUnreachable"  # network, 5xx: retried with backoff.
+AWS_THROTTLED: Final = "AwsThrottled"  # ThrottlingException: retried with backoff and jitter.
+AWS_FORBIDDEN: Final = "AwsForbidden"  # AccessDeniedException: the role's IAM policy.
+AWS_ERROR: Final = "AwsError"  # anything else AWS said (binary secret, KMS decryption).
 # The key and its file
 KEY_REJECTED: Final = "KeyRejected"  # empty, whitespace, control characters, too long, format.
 KEY_FILE_UNWRITABLE: Final = "KeyFileUnwritable"  # ENOSPC, EROFS, EACCES, EDQUOT, no directory.
@@ -78,6 +87,10 @@ REASONS: Final = frozenset(
         INVALID_BINDING,
         BINDING_DELETED,
         VAULT_ERROR,
+        AWS_UNREACHABLE,
+        AWS_THROTTLED,
+        AWS_FORBIDDEN,
+        AWS_ERROR,
     }
 )
 

@@ -11,6 +11,7 @@ action and the role, never a credential or the key.
 
 from __future__ import annotations
 
+from agent import agentstatus
 from agent.vault.errors import (
     AuthenticationError,
     PermissionDeniedError,
@@ -36,7 +37,7 @@ _DOC = "docs/aws.md"
 class AwsError(VaultError):
     """Base of every AWS error: ``str()`` is the whole actionable message."""
 
-    reason = "AwsError"
+    reason = agentstatus.AWS_ERROR
 
     def __init__(self, message: str):
         Exception.__init__(self, message)
@@ -45,11 +46,11 @@ class AwsError(VaultError):
 class AwsUnavailableError(AwsError, VaultUnavailableError):
     """AWS cannot answer now (network, 5xx) or throttles us: retried with backoff."""
 
-    reason = "AwsUnreachable"
+    reason = agentstatus.AWS_UNREACHABLE
 
     def __init__(self, service: str, region: str, detail: str, *, throttled: bool = False):
         if throttled:
-            self.reason = "AwsThrottled"
+            self.reason = agentstatus.AWS_THROTTLED
             what = f"AWS {service} in {region} is throttling requests ({detail})"
         else:
             what = f"AWS {service} in {region} is unavailable ({detail})"
@@ -63,7 +64,7 @@ class AwsUnavailableError(AwsError, VaultUnavailableError):
 class AwsLoginError(AwsError, AuthenticationError):
     """STS refused to exchange the pod's token for the role (trust policy, audience)."""
 
-    reason = "LoginRefused"
+    reason = agentstatus.LOGIN_REFUSED
 
     def __init__(self, role_arn: str, detail: str):
         AwsError.__init__(
@@ -78,7 +79,7 @@ class AwsLoginError(AwsError, AuthenticationError):
 class AwsNoCredentialsError(AwsError, AuthenticationError):
     """No AWS identity at all where the SDK looks (the operator without IRSA, say)."""
 
-    reason = "LoginRefused"
+    reason = agentstatus.LOGIN_REFUSED
 
     def __init__(self, who: str):
         AwsError.__init__(
@@ -92,7 +93,7 @@ class AwsNoCredentialsError(AwsError, AuthenticationError):
 class AwsAccessDeniedError(AwsError, PermissionDeniedError):
     """The identity is known, but its IAM policy does not allow this action on the secret."""
 
-    reason = "AwsForbidden"
+    reason = agentstatus.AWS_FORBIDDEN
 
     def __init__(self, secret_id: str, action: str, identity: str):
         self.path = secret_id
@@ -108,7 +109,7 @@ class AwsAccessDeniedError(AwsError, PermissionDeniedError):
 class AwsSecretNotFoundError(AwsError, SecretNotFoundError):
     """No such secret in that region (a typo, the wrong region, or it was deleted)."""
 
-    reason = "SecretNotFound"
+    reason = agentstatus.SECRET_NOT_FOUND
 
     def __init__(self, secret_id: str, region: str, detail: str):
         AwsError.__init__(
@@ -122,7 +123,7 @@ class AwsSecretNotFoundError(AwsError, SecretNotFoundError):
 class AwsVersionUnavailableError(AwsError, VersionUnavailableError):
     """The pinned version id or the followed staging label is not on any version."""
 
-    reason = "VersionUnavailable"
+    reason = agentstatus.VERSION_UNAVAILABLE
 
     def __init__(self, secret_id: str, wanted: str):
         AwsError.__init__(

@@ -200,7 +200,9 @@ class StatusKeeper:
                 conditions.set("VaultReachable", reachable, exc.reason, str(exc))
                 conditions.set("Ready", False, exc.reason, str(exc))
             else:
-                conditions.set("VaultReachable", True, "MetadataRead", "Vault answered")
+                # The condition keeps its name for AWS bindings: "the key's store answered".
+                answered = "AWS Secrets Manager" if spec.source == "aws" else "Vault"
+                conditions.set("VaultReachable", True, "MetadataRead", f"{answered} answered")
                 self._publish(body, spec, meta, patch, conditions)
                 current = versions.parse(patch.get("currentVersion", status.get("currentVersion")))
                 if current is not None:

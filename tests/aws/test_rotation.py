@@ -191,6 +191,8 @@ async def test_rotation_rollout_and_safe_to_revoke(aws_workload: AwsWorkload) ->
     await aws_workload.create_binding("captchaai")
     status = await aws_workload.wait_status("captchaai", lambda s: s.get("currentVersion") == first)
     assert status["awsSecret"] == f"{REGION}:{aws_workload.secret}"
+    reachable = next(c for c in status["conditions"] if c["type"] == "VaultReachable")
+    assert reachable["message"] == "AWS Secrets Manager answered"
     async with contextlib.AsyncExitStack() as stack:
         fleet = [await stack.enter_async_context(aws_consumer(aws_workload, "captchaai", n))
                  for n in range(2)]  # fmt: skip

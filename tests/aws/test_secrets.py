@@ -186,3 +186,17 @@ def test_access_denied_names_the_secret_and_the_action(
     assert "secretsmanager:GetSecretValue" in message
     assert KEY_1 not in message
     assert caught.value.reason == "AwsForbidden"
+
+
+def test_every_aws_error_reason_is_a_status_reason() -> None:
+    """Each reason an AWS failure reports is a word of the /status lastError contract."""
+    from agent import agentstatus
+    from agent.aws import errors
+
+    classes = [getattr(errors, name) for name in errors.__all__]
+    reasons = {cls.reason for cls in classes} | {agentstatus.AWS_THROTTLED}
+    assert reasons <= agentstatus.REASONS
+    throttled = AwsUnavailableError(
+        "Secrets Manager", REGION, "ThrottlingException", throttled=True
+    )
+    assert throttled.reason == agentstatus.AWS_THROTTLED
