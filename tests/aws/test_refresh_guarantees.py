@@ -23,6 +23,7 @@ from agent import keyfile
 from agent.aws import AwsSecretRef, AwsUnavailableError, WebIdentity
 from agent.aws.errors import AwsNoCredentialsError
 from agent.aws.secrets import SecretsManagerSource
+from agent.keyrules import KeyRejectedError, KeyRules
 from agent.sidecar import Backoff, KeyAgent, KeyRefresher, KeyTarget
 from tests.aws.conftest import AGENT_ACTIONS, TRUST
 from tests.aws.throttle import ThrottlingProxy
@@ -81,16 +82,16 @@ async def test_throttling_backs_off_keeps_the_key_and_recovers(
         caplog.set_level(logging.INFO)
         task = asyncio.create_task(agent.run())
         try:
-            await eventually(lambda: held(out) == first)
+            await eventually(lambda: held(out) == first, 60)
             second = moto.put_value(name, KEY_2)
             proxy.throttling = True
-            await eventually(lambda: agent.consecutive_failures >= 2)
+            await eventually(lambda: agent.consecutive_failures >= 2, 60)
             assert agent.last_error == "AwsThrottled"
             assert proxy.throttled >= 6, "botocore retries each call before giving up"
             assert (out / "api_key").read_text() == KEY_1, "the last good key stays in place"
             assert agent.ready
             proxy.throttling = False
-            await eventually(lambda: held(out) == second)
+            await eventually(lambda: held(out) == second, 60)
             assert agent.consecutive_failures == 0
         finally:
             agent.stop()
@@ -153,10 +154,28 @@ async def test_outage_keeps_the_last_good_key(tmp_path: Path) -> None:
         await agent.refresh_once()
     task = asyncio.create_task(agent.run())
     try:
-        await eventually(lambda: agent.consecutive_failures >= 2)
+        await eventually(lambda: agent.consecutive_failures >= 2, 60)
         assert agent.last_error == "AwsUnreachable"
         assert (tmp_path / "api_key").read_text() == KEY_1
         assert agent.ready
     finally:
         agent.stop()
         await task
+
+
+async def test_key_rules_apply_to_an_aws_key(
+    moto: MotoServer, web_identity: WebIdentity, tmp_path: Path
+) -> None:
+    """spec.key.format captchaai: a mistyped key in AWS is refused; the last good key stays."""
+    name, _, first = moto.create_secret(KEY_1)
+    client = SecretsManagerSource(REGION, web_identity, endpoint_url=moto.url)
+    refresher = KeyRefresher(
+        client, AwsSecretRef(name, REGION), KeyTarget(tmp_path), rules=KeyRules(format="captchaai")
+    )
+    assert await refresher.refresh()
+    moto.put_value(name, "NOT-A-CAPTCHAAI-KEY")
+    with pytest.raises(KeyRejectedError) as caught:
+        await refresher.refresh()
+    assert "NOT-A-CAPTCHAAI-KEY" not in str(caught.value)
+    assert (tmp_path / "api_key").read_text() == KEY_1
+    assert held(tmp_path) == first
