@@ -75,8 +75,9 @@ async def test_injected_environment_runs_an_aws_binding(
     try:
         wait_until(lambda: status(port).get("version") == version, timeout=60)
         assert (out / "api_key").read_text() == KEY
-        rss = Path(f"/proc/{process.pid}/status").read_text().split("VmRSS:")[1].split()[0]
-        print(f"AWS-mode agent RSS: {int(rss) / 1024:.1f} MiB")  # for docs/aws.md
+        proc = Path(f"/proc/{process.pid}/status").read_text()
+        rss, peak = (int(proc.split(f"{f}:")[1].split()[0]) / 1024 for f in ("VmRSS", "VmHWM"))
+        print(f"AWS-mode agent RSS: {rss:.1f} MiB, peak {peak:.1f} MiB")  # for docs/aws.md
     finally:
         process.terminate()
         _, stderr = process.communicate(timeout=15)
