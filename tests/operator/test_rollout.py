@@ -20,7 +20,10 @@ Covers:
 - a consumer whose agent cannot log in is named in ``status.rollout.failing`` and in the
   ``ConsumersHealthy`` condition with the reason and message its own ``/status`` serves,
   announced by one Warning ConsumerFailing (rate-limited: no repeat while nothing
-  changes); once it is gone the condition turns True and the list empties.
+  changes); once it is gone the condition turns True and the list empties;
+- consumers failing for different reasons (a refused login, a read-only key volume: a
+  real read-only tmpfs) are each named with their own reason; the condition's reason is
+  then ConsumerErrors.
 """
 
 from __future__ import annotations
@@ -34,10 +37,11 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from agent import keyfile
@@ -365,3 +369,46 @@ async def test_failing_consumers_are_named_with_the_reason_their_agent_reports(
         )  # fmt: skip
         assert status["rollout"]["failing"] == []
         assert "failing-key-version" not in json.dumps(status)
+
+
+@contextlib.contextmanager
+def read_only_tmpfs(path: Path) -> Iterator[Path]:
+    """A real read-only volume (as a broken mount would leave the key directory)."""
+    path.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)]
+    if os.geteuid() != 0 or subprocess.run(mount, capture_output=True).returncode != 0:
+        pytest.skip("mounting a read-only tmpfs needs root, and the OS refused it here")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+async def test_consumers_failing_for_different_reasons_are_each_named(
+    operator: RunningOperator, workload: Workload, tmp_path: Path
+) -> None:
+    workload.put_key("mixed-key-version-1-00000000000")
+    await workload.create_binding("captchaai")
+    await wait_status(workload, lambda s: s.get("currentVersion") == 1)
+    intruder = copy.copy(workload)
+    intruder.token_file = tmp_path / "intruder-vault-token"
+    intruder.token_file.write_text(
+        workload.kube.issue_token(workload.namespace, "intruder", audience="vault")
+    )
+    refused_port, read_only_port = free_port(), free_port()
+    with read_only_tmpfs(tmp_path / "read-only") as read_only:
+        async with (
+            running_agent(intruder, "captchaai", tmp_path / "refused",
+                          health=("127.0.0.1", refused_port)),
+            running_agent(workload, "captchaai", read_only, health=("127.0.0.1", read_only_port)),
+        ):  # fmt: skip
+            await create_consumer_pod(workload, "solver-refused", refused_port, "captchaai")
+            await create_consumer_pod(workload, "solver-read-only", read_only_port, "captchaai")
+            status = await wait_status(
+                workload, lambda s: len((s.get("rollout") or {}).get("failing") or []) == 2
+            )
+    reasons = {f["pod"]: f["reason"] for f in status["rollout"]["failing"]}
+    assert reasons == {"solver-read-only": "KeyFileUnwritable", "solver-refused": "LoginRefused"}
+    condition = next(c for c in status["conditions"] if c["type"] == "ConsumersHealthy")
+    assert condition["reason"] == "ConsumerErrors"  # more than one reason
+    assert condition["message"].startswith("2/2 consumer(s) fail: solver-read-only: KeyFile")
