@@ -6,7 +6,8 @@ binding's current version and consumers; no metric ever carries a key. The consu
 states are disjoint and sum to all consumers (no ``state="all"``); build-info and
 process metrics are served; prometheus_client's handler serves OpenMetrics on request;
 every metric the operator registers is in docs/metrics.md's table, with its type and
-labels, and the table names nothing the operator does not register.
+labels, and the table names nothing the operator does not register; the same for the key
+agent's metrics and the doc's agent table.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.operator.observability import CONSUMER_STATES, Metrics
+from agent.sidecar.metrics import AgentMetrics
 from tests.operator.conftest import RunningOperator
 from tests.operator.test_webhooks import mutate, pod
 from tests.rig.scenario import Workload, eventually
@@ -112,9 +114,9 @@ async def test_openmetrics_on_request(operator: RunningOperator) -> None:
     assert response.text.endswith("# EOF\n")
 
 
-def documented_metrics() -> dict[str, tuple[str, str]]:
+def documented_metrics(heading: str = "Operator") -> dict[str, tuple[str, str]]:
     text = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
-    section = text.split("## Operator", 1)[1].split("\n## ", 1)[0]
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| `([a-z_]+)` \| (\w+) \|([^|]*)\|", section, re.M)
     return {name: (kind, labels) for name, kind, labels in rows}
 
@@ -140,3 +142,24 @@ def test_every_metric_is_documented_with_type_and_labels() -> None:
     for name, labels in declared.items():
         cell = documented[name][1]
         assert all(f"`{label}`" in cell for label in labels), (name, labels, cell)
+
+
+def test_every_agent_metric_is_documented_with_type_and_labels() -> None:
+    """The agent's own exposition (every family present) against the doc's agent table."""
+    metrics = AgentMetrics()
+    state = {"version": 3, "desiredVersion": 3, "lastSuccess": 1.0,
+             "consecutiveFailures": 0, "ready": True, "metadataAccess": 1}  # fmt: skip
+    metrics.follow(lambda: state)
+    metrics.failures.labels("VaultUnavailable").inc()
+    metrics.write_failures.labels("ENOSPC").inc()
+    metrics.vault_request("read", 0.01, "ok")
+    metrics.metadata_probes.labels("denied").inc()
+    metrics.recreations.inc()
+    families = list(text_string_to_metric_families(metrics.exposition().decode()))
+    documented = documented_metrics("Key agent")
+    assert {family.name for family in families} == set(documented)
+    for family in families:
+        kind, cell = documented[family.name]
+        assert kind == family.type, family.name
+        labels = {k for sample in family.samples for k in sample.labels} - {"le"}
+        assert all(f"`{label}`" in cell for label in labels), (family.name, labels, cell)
