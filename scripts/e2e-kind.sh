@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The real-cluster end-to-end test in one command: a kind cluster, the image loaded into it,
 # OpenBao in dev mode, the README's install commands, then `pytest tests/e2e`.
-# See docs/e2e.md. Needs docker, kind, kubectl and helm on PATH, and network access for the
+# See docs/e2e.md. Needs docker, kind, kubectl, helm and curl on PATH, and network access for the
 # kindest/node, openbao and busybox images.
 #
 #   scripts/e2e-kind.sh            # create (or reuse) the cluster, run, delete the cluster
@@ -17,7 +17,7 @@ python=${PYTHON:-$root/.venv/bin/python}
 work=$(mktemp -d)
 
 die() { echo "e2e-kind: $*" >&2; exit 2; }
-for tool in docker kind kubectl helm; do
+for tool in docker kind kubectl helm curl; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is not on PATH"
 done
 [ -x "$python" ] || die "no $python: run make test (or set PYTHON) first"

@@ -91,6 +91,7 @@ class Installed:
     bao: OpenBaoServer
     chart: list[Doc]
     tmp: Path
+    reviewer_token: str  # what OpenBao presents to the API when it reviews a login.
 
     @property
     def operator_config(self) -> OperatorConfig:
@@ -149,7 +150,7 @@ def installed(kube: RealisticKubernetes, helm: Path, tmp_path: Path) -> Iterator
         assert SCRIPT.name in " ".join(setup)
         for env, key in KEYS.items():
             bao.put_key(f"captchaai/{env}", key)
-        yield Installed(kube, bao, chart, tmp_path)
+        yield Installed(kube, bao, chart, tmp_path, reviewer.read_text())
 
 
 def example_binding(env: str = "dev") -> dict[str, Any]:
@@ -394,6 +395,10 @@ def test_readme_install_commands_work_together(installed: Installed) -> None:
     assert read_key(pod, "dev") == KEYS["dev"]
     with pytest.raises(hvac.exceptions.Forbidden):
         read_key(pod, "prod")
+    # Every one of those logins went through the API server's TokenReview, as configured.
+    reviews = [r for r in installed.kube.api_requests() if r.path.endswith("/tokenreviews")]
+    assert len(reviews) >= 4  # operator and agent, each through the product and directly.
+    assert {r.token for r in reviews} == {installed.reviewer_token}
 
 
 def audit_entries(log: Path) -> list[dict[str, Any]]:
