@@ -10,14 +10,15 @@ express (or for clusters where the schema was not installed).
 from __future__ import annotations
 
 import posixpath
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from agent import keyfile, keyrules
+from agent import binding_schema, keyfile, keyrules
 from agent.aws import refs as awsrefs
 from agent.aws.refs import AwsSecretRef
+from agent.binding_policy import VaultPolicy, normalized_address
+from agent.binding_schema import InvalidBindingError
 from agent.vault import SecretRef
 
 __all__ = [
@@ -30,7 +31,9 @@ __all__ = [
     "InvalidBindingError",
     "KeySource",
     "VaultAuthSpec",
+    "VaultPolicy",
     "WorkloadAuth",
+    "normalized_address",
 ]
 
 GROUP = "captchakeys.io"
@@ -43,12 +46,6 @@ AUTH_METHODS: tuple[WorkloadAuth, ...] = ("kubernetes", "jwt")
 KeySource = Literal["vault", "aws"]  # spec.source: where the key is stored.
 SOURCES: tuple[KeySource, ...] = ("vault", "aws")
 DEFAULT_PATH = "captchaai/{environment}"
-
-
-class InvalidBindingError(ValueError):
-    """A binding that cannot be acted on; ``str()`` says what to fix in which field."""
-
-    reason = "InvalidBinding"
 
 
 @dataclass(frozen=True)
@@ -90,87 +87,68 @@ class BindingSpec:
         return "aws" if self.aws is not None else "vault"
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> BindingSpec:
-        name = body.get("metadata", {}).get("name", "?")
-        spec = body.get("spec") or {}
+    def from_body(cls, body: Mapping[str, Any], policy: VaultPolicy | None = None) -> BindingSpec:
+        """The binding's spec, checked against the CRD's rules (and ``policy`` when given)."""
+        metadata = body.get("metadata")
+        name = metadata.get("name", "?") if isinstance(metadata, Mapping) else "?"
         try:
-            return cls._parse(spec)
+            spec = cls._parse(body.get("spec"))
+            if policy is not None and spec.vault is not None:
+                policy.check(spec.vault.address, spec.vault.audience)
         except InvalidBindingError as exc:
             raise InvalidBindingError(f"CaptchaKeyBinding {name!r}: {exc}") from None
+        return spec
 
     @classmethod
-    def _parse(cls, spec: Mapping[str, Any]) -> BindingSpec:
-        environment = _required_str(spec, "environment")
+    def _parse(cls, spec: object) -> BindingSpec:
+        if spec is None:
+            raise InvalidBindingError("spec is required: an object with environment and vault")
+        if isinstance(spec, Mapping):
+            _source(spec)  # the schema's rule on key sources, said for the case at hand.
+        problems = binding_schema.violations(spec)
+        if problems:
+            raise InvalidBindingError("; ".join(str(p) for p in problems))
+        spec = cast(Mapping[str, Any], spec)  # the schema said it is an object.
+        environment: str = spec["environment"]
         file = spec.get("file") or {}
         vault: VaultAuthSpec | None = None
         aws: AwsSourceSpec | None = None
         ref: SecretRef | AwsSecretRef
-        if _source(spec) == "aws":
-            aws, ref = _aws_source(spec.get("aws") or {}, environment)
+        if spec.get("source") == "aws":  # the schema made sure spec.aws is there, alone.
+            aws, ref = _aws_source(spec["aws"], environment)
         else:
             vault, ref = _vault_source(spec, environment)
-        file_name = str(file.get("name") or keyfile.DEFAULT_FILE_NAME)
-        try:
-            keyfile.validate_file_name(file_name)
-        except keyfile.InvalidFileNameError as exc:
-            raise InvalidBindingError(f"spec.file.name: {exc}") from None
-        mode = file.get("mode", keyfile.DEFAULT_MODE)
-        if not isinstance(mode, int) or not 0 <= mode <= 0o777:
-            raise InvalidBindingError(f"spec.file.mode must be 0-511 (0000-0777), not {mode!r}")
-        if mode & 0o007 or not mode & 0o040:
-            # The agent runs as its own user; the pod's containers read the key through its
-            # group (or the pod's fsGroup), and nobody else may read it at all.
-            raise InvalidBindingError(
-                f"spec.file.mode {mode:04o} must be group-readable and give others nothing "
-                "(e.g. 0440, the default): the application reads the key through the agent's "
-                "group, and a world-readable key is readable by any process on the node"
-            )
-        refresh = spec.get("refreshIntervalSeconds")
-        if refresh is not None and (not isinstance(refresh, int) or refresh < 10):
-            raise InvalidBindingError(
-                f"spec.refreshIntervalSeconds must be an integer >= 10, not {refresh!r}"
-            )
         return cls(
             environment=environment,
             vault=vault,
             ref=ref,
             aws=aws,
-            refresh_seconds=refresh,
-            file_name=file_name,
-            file_mode=mode,
+            refresh_seconds=spec.get("refreshIntervalSeconds"),
+            file_name=str(file.get("name") or keyfile.DEFAULT_FILE_NAME),
+            file_mode=file.get("mode", keyfile.DEFAULT_MODE),
             rotation_request=(spec.get("rotation") or {}).get("requestedAt") or None,
             key_rules=_key_rules(spec.get("key") or {}),
         )
 
 
 def _key_rules(key: Mapping[str, Any]) -> keyrules.KeyRules:
-    """``spec.key``: the binding's limits on what a key may look like (see agent.keyrules)."""
-    max_length = key.get("maxLength", keyrules.DEFAULT_MAX_LENGTH)
-    if (
-        not isinstance(max_length, int)
-        or isinstance(max_length, bool)
-        or not 1 <= max_length <= keyrules.HARD_MAX_LENGTH
-    ):
-        raise InvalidBindingError(
-            f"spec.key.maxLength must be an integer from 1 to {keyrules.HARD_MAX_LENGTH} "
-            f"(the pod's key volume is 1 MiB), not {max_length!r}"
-        )
-    key_format = key.get("format", "any")
-    for known in keyrules.FORMATS:
-        if key_format == known:
-            return keyrules.KeyRules(max_length=max_length, format=known)
-    raise InvalidBindingError(
-        f"spec.key.format {key_format!r} is not one of {', '.join(keyrules.FORMATS)} "
-        "(captchaai: 32 lowercase hexadecimal characters)"
-    )
+    """``spec.key`` (already checked by the schema): what a key may look like."""
+    max_length: int = key.get("maxLength", keyrules.DEFAULT_MAX_LENGTH)
+    wanted = key.get("format", "any")
+    key_format = next(f for f in keyrules.FORMATS if f == wanted)
+    return keyrules.KeyRules(max_length=max_length, format=key_format)
 
 
-def _source(spec: Mapping[str, Any]) -> KeySource:
-    """``spec.source``: exactly one backend, named and configured (no guessing)."""
+def _source(spec: Mapping[str, Any]) -> None:
+    """``spec.source``: exactly one backend, named and configured (no guessing).
+
+    The same rule as the schema's ``not``/``anyOf`` on the spec, with a message that says
+    which of its cases this binding is in.
+    """
     source = spec.get("source") or "vault"
     if source not in SOURCES:
         raise InvalidBindingError(f"spec.source {source!r} is not one of {', '.join(SOURCES)}")
-    has_vault, has_aws = bool(spec.get("vault")), bool(spec.get("aws"))
+    has_vault, has_aws = spec.get("vault") is not None, spec.get("aws") is not None
     if has_vault and has_aws:
         raise InvalidBindingError(
             "spec names both key sources (spec.vault and spec.aws): keep the one spec.source "
@@ -178,7 +156,8 @@ def _source(spec: Mapping[str, Any]) -> KeySource:
         )
     if source == "aws" and not has_aws:
         raise InvalidBindingError(
-            "spec.source is aws but spec.aws is missing: set spec.aws.secretId, region and roleArn"
+            "spec.source 'aws' needs spec.aws, which is missing: set spec.aws.secretId, region "
+            "and roleArn"
         )
     if source == "vault" and not has_vault:
         hint = "set spec.source: aws to use spec.aws" if has_aws else "name a key source"
@@ -186,80 +165,49 @@ def _source(spec: Mapping[str, Any]) -> KeySource:
             f"spec.vault is required for spec.source vault (the default): {hint}, or add "
             "spec.vault.auth.role for Vault"
         )
-    return "aws" if source == "aws" else "vault"
 
 
 def _vault_source(spec: Mapping[str, Any], environment: str) -> tuple[VaultAuthSpec, SecretRef]:
-    vault = spec.get("vault") or {}
-    auth = vault.get("auth") or {}
+    vault = spec["vault"]
+    auth = vault["auth"]
     kv = spec.get("kv") or {}
     method = _auth_method(auth.get("method") or "kubernetes")
-    version = kv.get("version")
-    if version is not None and (not isinstance(version, int) or version < 1):
-        raise InvalidBindingError(
-            f"spec.kv.version must be a positive integer (a Vault version), not {version!r}"
-        )
     return (
         VaultAuthSpec(
             address=vault.get("address") or None,
             namespace=vault.get("namespace") or None,
             method=method,
             mount=str(auth.get("mount") or method),
-            role=_required_str(auth, "role", "spec.vault.auth.role"),
+            role=auth["role"],
             audience=str(auth.get("audience") or "vault"),
         ),
         SecretRef(
             path=resolve_path(str(kv.get("path") or DEFAULT_PATH), environment),
             mount=str(kv.get("mount") or "secret"),
             field=str(kv.get("field") or "api_key"),
-            version=version,
+            version=kv.get("version"),
         ),
     )
 
 
 def _aws_source(aws: Mapping[str, Any], environment: str) -> tuple[AwsSourceSpec, AwsSecretRef]:
-    """``spec.aws``: the secret, its region, the role the pods assume, and the version."""
-    secret_id = _required_str(aws, "secretId", "spec.aws.secretId").replace(
-        "{environment}", environment
-    )
-    _matches(secret_id, awsrefs.SECRET_ID_PATTERN, "spec.aws.secretId",
-             "a secret name such as captchaai/{environment}, or its full ARN")  # fmt: skip
-    region = _required_str(aws, "region", "spec.aws.region")
-    _matches(region, awsrefs.REGION_PATTERN, "spec.aws.region", "an AWS region such as eu-west-1")
-    role_arn = _required_str(aws, "roleArn", "spec.aws.roleArn")
-    _matches(role_arn, awsrefs.ROLE_ARN_PATTERN, "spec.aws.roleArn",
-             "an IAM role ARN such as arn:aws:iam::123456789012:role/captchakey-dev")  # fmt: skip
-    field_name = aws.get("field")
-    if field_name is not None and (not isinstance(field_name, str) or not field_name):
+    """``spec.aws`` (checked by the schema): the secret, region, role and version."""
+    secret_id = str(aws["secretId"]).replace("{environment}", environment)
+    if not awsrefs.SECRET_ID_PATTERN.fullmatch(secret_id):  # braces left after substitution.
         raise InvalidBindingError(
-            "spec.aws.field must be a non-empty string (the JSON field holding the key), or "
-            "absent for a plain-string secret"
+            f"spec.aws.secretId {aws['secretId']!r} resolves to {secret_id!r}, which is not "
+            "a secret name: use e.g. captchaai/{environment}, or the secret's full ARN"
         )
-    stage, version_id = aws.get("versionStage"), aws.get("versionId")
-    if stage and version_id:
-        raise InvalidBindingError(
-            "spec.aws names both versionStage and versionId: follow a staging label or pin "
-            "one version id, not both"
-        )
-    stage = str(stage or awsrefs.DEFAULT_STAGE)
-    _matches(stage, awsrefs.STAGE_PATTERN, "spec.aws.versionStage", "a label such as AWSCURRENT")
-    if version_id is not None:
-        _matches(str(version_id), awsrefs.VERSION_ID_PATTERN, "spec.aws.versionId",
-                 "a Secrets Manager version id (32-64 characters)")  # fmt: skip
-    audience = str(aws.get("audience") or awsrefs.DEFAULT_AUDIENCE)
+    version_id = aws.get("versionId")
     ref = AwsSecretRef(
         secret_id=secret_id,
-        region=region,
-        field=field_name,
-        stage=stage,
+        region=aws["region"],
+        field=aws.get("field"),
+        stage=str(aws.get("versionStage") or awsrefs.DEFAULT_STAGE),
         version=str(version_id) if version_id else None,
     )
-    return AwsSourceSpec(role_arn=role_arn, audience=audience), ref
-
-
-def _matches(value: str, pattern: re.Pattern[str], where: str, example: str) -> None:
-    if not pattern.fullmatch(value):
-        raise InvalidBindingError(f"{where} {value!r} is not valid: use {example}")
+    audience = str(aws.get("audience") or awsrefs.DEFAULT_AUDIENCE)
+    return AwsSourceSpec(role_arn=aws["roleArn"], audience=audience), ref
 
 
 def _auth_method(value: object) -> WorkloadAuth:
@@ -281,10 +229,3 @@ def resolve_path(template: str, environment: str) -> str:
             "'..', '.' or '//' segments, e.g. captchaai/{environment}"
         )
     return path
-
-
-def _required_str(spec: Mapping[str, Any], key: str, where: str | None = None) -> str:
-    value = spec.get(key)
-    if not isinstance(value, str) or not value:
-        raise InvalidBindingError(f"{where or 'spec.' + key} is required (a non-empty string)")
-    return value

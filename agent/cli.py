@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from agent import __version__, keyfile, keyrules
+from agent.binding_policy import POLICY_ENV_ADDRESSES, POLICY_ENV_ALLOW_HTTP, POLICY_ENV_AUDIENCES
 
 _LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"])
 
@@ -288,6 +289,28 @@ def main() -> None:
     help="With --binding: spread a rotation's Vault reads over up to this many seconds.",
 )
 @click.option(
+    "--allowed-vault-addrs",
+    envvar=POLICY_ENV_ADDRESSES,
+    show_envvar=True,
+    default="",
+    help="With --binding: comma-separated Vault addresses the binding may name "
+    "[default: --vault-addr only].",
+)
+@click.option(
+    "--allowed-audiences",
+    envvar=POLICY_ENV_AUDIENCES,
+    show_envvar=True,
+    default="vault",
+    help="With --binding: comma-separated token audiences the binding may name.",
+)
+@click.option(
+    "--allow-insecure-http/--no-allow-insecure-http",
+    envvar=POLICY_ENV_ALLOW_HTTP,
+    show_envvar=True,
+    default=False,
+    help="With --binding: let the binding name a plain-http Vault address (development).",
+)
+@click.option(
     "--once",
     is_flag=True,
     envvar="CAPTCHAKEY_ONCE",
@@ -403,11 +426,18 @@ def _run_binding_agent(options: dict[str, Any]) -> None:
     # uses it), and kopf imports it when it can: 10+ MiB of RSS in every pod for nothing.
     # Making it unimportable before kopf loads keeps the sidecar lean.
     sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
+    from agent.binding_policy import VaultPolicy
+
     with _needs_extra("agent", "agent"):
         from agent.sidecar import Backoff
         from agent.sidecar.binding import AgentDefaults, BindingAgent, run_binding_agent
 
     namespace = options["namespace"] or _service_account_namespace()
+    policy = VaultPolicy.from_lists(
+        options["allowed_vault_addrs"] or options["vault_addr"],
+        options["allowed_audiences"],
+        options["allow_insecure_http"],
+    )
     defaults = AgentDefaults(
         vault_addr=options["vault_addr"],
         out_dir=options["out_dir"],
@@ -419,6 +449,7 @@ def _run_binding_agent(options: dict[str, Any]) -> None:
         refresh_seconds=options["refresh_interval"],
         aws_token_file=options["aws_token_file"],
         aws_endpoint_url=options["aws_endpoint_url"],
+        policy=policy,
     )
     health = _health_address(options["health_addr"])
     binding = BindingAgent(options["binding"], defaults)

@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Regenerate what ``make manifests`` owns, or check it for drift.
 
-- ``charts/captcha-key-agent/files/crds/``: a byte copy of ``manifests/crds/`` (the CRD's
-  single source), which the chart installs;
+- ``manifests/crds/captchakeys.io_captchakeybindings.yaml``: its ``spec`` schema is
+  written from ``agent/binding_schema.py`` (the one set of rules the webhook and the key
+  agent check too); the rest of the file (names, printer columns, status) is edited there;
+- ``charts/captcha-key-agent/files/crds/``: a byte copy of ``manifests/crds/``, which the
+  chart installs;
 - ``manifests/install.yaml``: ``helm template`` of the chart with default values (CRD and
   test pod left out: ``kustomization.yaml`` lists the CRD and a Namespace beside it), for
   ``kubectl apply -k manifests/`` without Helm.
@@ -18,6 +21,9 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "captcha-key-agent"
@@ -49,10 +55,33 @@ def render_install(helm: Path) -> str:
     return HEADER + result.stdout
 
 
+CRD_HEADER = """\
+# CaptchaKeyBinding: which CaptchaAI key (environment, Vault path, auth) the pods that name
+# this binding receive, how often their key agent re-checks it, and the file it is written to.
+# `make manifests` writes spec.versions[0].schema.openAPIV3Schema.properties.spec from
+# agent/binding_schema.py (the rules the validating webhook and the key agent check too):
+# change the rules there. Edit the rest here. The chart gets a byte copy; tests fail on drift.
+"""
+
+
+def render_crd() -> str:
+    """The binding CRD with its spec schema taken from the one source of rules."""
+    sys.path.insert(0, str(ROOT))
+    from agent.binding_schema import crd_schema
+
+    path = ROOT / "manifests" / "crds" / CRD_NAME
+    doc: dict[str, Any] = yaml.safe_load(path.read_text())
+    schema = doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    schema["properties"]["spec"] = crd_schema()
+    return CRD_HEADER + yaml.safe_dump(doc, sort_keys=False, width=100, allow_unicode=True)
+
+
 def expected_files(helm: Path) -> dict[Path, str]:
     """Every generated file and the content it must have."""
+    crd = render_crd()
     return {
-        CHART / "files" / "crds" / CRD_NAME: (ROOT / "manifests" / "crds" / CRD_NAME).read_text(),
+        ROOT / "manifests" / "crds" / CRD_NAME: crd,
+        CHART / "files" / "crds" / CRD_NAME: crd,
         ROOT / "manifests" / "install.yaml": render_install(helm),
     }
 

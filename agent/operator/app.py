@@ -33,7 +33,7 @@ from agent.operator.kube import KubeApi
 from agent.operator.observability import Metrics, serve_metrics, serve_probes
 from agent.operator.rollout import Consumer, consumer_of
 from agent.operator.status import StatusKeeper
-from agent.operator.validation import validate_binding
+from agent.operator.validation import WebhookServer, validate_binding
 
 __all__ = ["MIN_KUBERNETES", "build_registry", "run_operator"]
 
@@ -71,7 +71,7 @@ def build_registry(
         certfile, keyfile = await _serving_files(
             config, kube, namespace, extra_names, workdir, background
         )
-        settings.admission.server = kopf.WebhookServer(
+        settings.admission.server = WebhookServer(
             addr=webhook_host, port=config.webhook_port, certfile=certfile, pkeyfile=keyfile
         )
         await mutator.learn_cluster_version()
@@ -217,6 +217,7 @@ class _PodMutator:
                 self.config.injection,
                 vault_addr=self.config.vault.address,
                 aws_endpoint_url=self.config.aws.endpoint_url,
+                policy=self.config.vault.policy,
             )
         except InjectionError as exc:
             raise kopf.AdmissionError(str(exc), code=400) from None

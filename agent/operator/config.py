@@ -6,6 +6,7 @@ ignored: a typo in a values file should fail the rollout, not silently do nothin
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
-from agent.binding import AUTH_METHODS, WorkloadAuth
+from agent.binding import AUTH_METHODS, VaultPolicy, WorkloadAuth, normalized_address
 from agent.operator.resources import ResourcesError, validate_resources
 
 __all__ = ["ConfigError", "InjectionConfig", "OperatorConfig", "TLSConfig", "VaultConfig"]
@@ -34,6 +35,20 @@ class VaultConfig:
     auth_role: str = "captcha-key-operator"
     token_file: Path = Path("/var/run/secrets/captchakeys/vault/token")
     audience: str = "vault"
+    # Where bindings may send their consumers' tokens besides ``address``, and the token
+    # audiences they may ask for: see :class:`agent.binding.VaultPolicy`.
+    allowed_addresses: tuple[str, ...] = ()
+    allowed_audiences: tuple[str, ...] = ("vault",)
+    allow_insecure_http: bool = False
+
+    @property
+    def policy(self) -> VaultPolicy:
+        """The policy the webhook enforces and every injected agent receives."""
+        return VaultPolicy(
+            addresses=(self.address, *self.allowed_addresses),
+            audiences=self.allowed_audiences,
+            allow_http=self.allow_insecure_http,
+        )
 
 
 @dataclass(frozen=True)
@@ -87,6 +102,9 @@ class OperatorConfig:
     kv_mount: str = "secret"
     kv_path_prefix: str = "captchaai"
     environments: tuple[str, ...] = ("dev", "staging", "prod")
+    # environment -> namespace patterns (fnmatch) that may bind it; an environment that is
+    # not listed may be bound from any namespace. Vault's roles remain the second wall.
+    environment_namespaces: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     status_poll_seconds: float = 30.0
     peering_name: str | None = "captcha-key-agent"
     webhook_port: int = 8443
@@ -98,6 +116,11 @@ class OperatorConfig:
     log_level: str = "info"
     log_format: Literal["json", "text"] = "json"
     aws: AwsConfig = field(default_factory=AwsConfig)
+
+    def namespace_may_bind(self, namespace: str, environment: str) -> bool:
+        """Whether a binding in ``namespace`` may name ``environment``."""
+        patterns = self.environment_namespaces.get(environment)
+        return patterns is None or any(fnmatch.fnmatchcase(namespace, p) for p in patterns)
 
     @classmethod
     def load(cls, path: Path) -> OperatorConfig:
@@ -130,11 +153,15 @@ class OperatorConfig:
                 auth_role=auth.get("role", str, VaultConfig.auth_role),
                 token_file=Path(auth.get("tokenFile", str, str(VaultConfig.token_file))),
                 audience=auth.get("audience", str, "vault"),
+                allowed_addresses=_addresses(vault),
+                allowed_audiences=_audiences(vault),
+                allow_insecure_http=vault.get("allowInsecureHttp", bool, False),
             ),
             aws=_aws_config(top.section("aws")),
             kv_mount=kv.get("mount", str, "secret"),
             kv_path_prefix=kv.get("pathPrefix", str, "captchaai").strip("/"),
             environments=tuple(top.get("environments", list, ["dev", "staging", "prod"])),
+            environment_namespaces=_environment_namespaces(top),
             status_poll_seconds=float(top.get("statusPollSeconds", int, 30, minimum=1)),
             peering_name=peering.get("name", str, "captcha-key-agent") or None,
             webhook_port=webhook.get("port", int, 8443, minimum=1),
@@ -169,6 +196,11 @@ class OperatorConfig:
         )
         for section in (top, vault, auth, kv, webhook, tls, inj, log, peering):
             section.refuse_unknown()
+        if config.injection.token_audience not in config.vault.allowed_audiences:
+            raise ConfigError(
+                f"injection.tokenAudience {config.injection.token_audience!r} must be one of "
+                f"vault.allowedAudiences ({', '.join(config.vault.allowed_audiences)})"
+            )
         return config
 
 
@@ -177,6 +209,69 @@ def _agent_resources(value: Mapping[str, Any]) -> dict[str, dict[str, str]]:
         return validate_resources(value, "injection.resources")
     except ResourcesError as exc:
         raise ConfigError(str(exc)) from None
+
+
+# Audiences a Kubernetes API server accepts by default (its issuer and the legacy
+# names): a token with one of them works against the API as the workload.
+_API_SERVER_AUDIENCES = ("kubernetes", "api", "https://kubernetes.default.svc",
+                         "https://kubernetes.default.svc.cluster.local")  # fmt: skip
+_ADDRESS = re.compile(r"https?://[^/?#@\s]+/?")
+
+
+def _addresses(vault: _Section) -> tuple[str, ...]:
+    """``vault.allowedAddresses``: scheme://host[:port], https unless http is allowed."""
+    addresses = vault.get("allowedAddresses", list, [])
+    allow_http = vault.raw.get("allowInsecureHttp") is True
+    for address in addresses:
+        if not isinstance(address, str) or not _ADDRESS.fullmatch(address):
+            raise ConfigError(
+                f"vault.allowedAddresses: {address!r} is not scheme://host[:port], "
+                "e.g. https://vault.vault.svc:8200"
+            )
+        if address.startswith("http:") and not allow_http:
+            raise ConfigError(
+                f"vault.allowedAddresses: {address!r} is plain http, which sends tokens in "
+                "the clear: use https, or set vault.allowInsecureHttp: true (development only)"
+            )
+        normalized_address(address)
+    return tuple(addresses)
+
+
+def _audiences(vault: _Section) -> tuple[str, ...]:
+    """``vault.allowedAudiences``: never empty, never an audience the API server accepts."""
+    audiences = vault.get("allowedAudiences", list, ["vault"])
+    if not audiences or not all(isinstance(a, str) and a for a in audiences):
+        raise ConfigError(
+            f"vault.allowedAudiences must be a non-empty list of strings, not {audiences!r}"
+        )
+    for audience in audiences:
+        if audience.rstrip("/") in _API_SERVER_AUDIENCES:
+            raise ConfigError(
+                f"vault.allowedAudiences: {audience!r} is the Kubernetes API server's own "
+                "audience: a token for it works against the API as the workload; use an "
+                "audience only Vault accepts, e.g. vault"
+            )
+    return tuple(audiences)
+
+
+def _environment_namespaces(top: _Section) -> dict[str, tuple[str, ...]]:
+    """``environmentNamespaces``: environment -> list of namespace names or globs."""
+    raw = top.get("environmentNamespaces", dict, {})
+    environments = top.raw.get("environments") or ["dev", "staging", "prod"]
+    mapping: dict[str, tuple[str, ...]] = {}
+    for environment, patterns in raw.items():
+        if environment not in environments:
+            raise ConfigError(
+                f"environmentNamespaces: {environment!r} is not one of environments "
+                f"({', '.join(map(str, environments))})"
+            )
+        if not isinstance(patterns, list) or not all(isinstance(p, str) and p for p in patterns):
+            raise ConfigError(
+                f"environmentNamespaces.{environment} must be a list of namespace names or "
+                f"patterns such as solver-{environment} or '*-{environment}', not {patterns!r}"
+            )
+        mapping[environment] = tuple(patterns)
+    return mapping
 
 
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")

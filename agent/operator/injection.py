@@ -25,6 +25,8 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from agent.binding_policy import VaultPolicy
+from agent.binding_schema import InvalidBindingError
 from agent.operator.config import InjectionConfig
 from agent.operator.resources import (
     ResourcesError,
@@ -88,6 +90,7 @@ def plan_injection(
     *,
     vault_addr: str,
     aws_endpoint_url: str | None = None,
+    policy: VaultPolicy | None = None,
 ) -> dict[str, Any] | None:
     """The pod's new ``spec`` fields, or ``None`` when there is nothing to do.
 
@@ -95,7 +98,9 @@ def plan_injection(
     A pod that already has the agent is being reinvoked (``reinvocationPolicy:
     IfNeeded``: a later webhook changed it, e.g. added a container): only what is
     missing is added (the key for containers that do not have it yet, the agent's group),
-    so a second pass over the same pod plans nothing.
+    so a second pass over the same pod plans nothing. ``policy`` (the operator's
+    allow-lists) is handed to the agent, and a binding whose token audience it does not
+    allow gets no token minted for that audience.
     """
     metadata = pod.get("metadata") or {}
     if (metadata.get("labels") or {}).get(INJECT_LABEL) != "true":
@@ -125,9 +130,13 @@ def plan_injection(
         resources = _resources(annotations, config, spec)
         auth = ((binding or {}).get("spec") or {}).get("vault") or {}
         audience = str((auth.get("auth") or {}).get("audience") or config.token_audience)
+        agent = _agent_container(binding_name, config, vault_addr, resources)
+        if policy is not None:
+            _check_audience(policy, binding_name, audience)
+            agent["env"].extend(policy.as_env())
         planned = {
             "initContainers": [
-                _agent_container(binding_name, config, vault_addr, resources),
+                agent,
                 *(spec.get("initContainers") or []),
             ],
             "containers": _give_key(containers, targets, mount_path, key_file),
@@ -144,6 +153,13 @@ def plan_injection(
     if security is not None:
         planned["securityContext"] = security
     return planned or None
+
+
+def _check_audience(policy: VaultPolicy, binding_name: str, audience: str) -> None:
+    try:
+        policy.check(None, audience)
+    except InvalidBindingError as exc:
+        raise InjectionError(f"CaptchaKeyBinding {binding_name!r}: {exc}") from None
 
 
 def _binding_name(annotations: Mapping[str, str], binding: Mapping[str, Any] | None) -> str:
@@ -224,6 +240,12 @@ def _target_containers(containers: Sequence[Mapping[str, Any]], wanted: str) -> 
     if not wanted.strip():
         return set(names)
     requested = {name.strip() for name in wanted.split(",") if name.strip()}
+    if not requested:
+        raise InjectionError(
+            f"{ANNOTATION_CONTAINERS} {wanted!r} names no container: list the containers "
+            f"that read the key, separated by commas (the pod's: {', '.join(names)}), or "
+            "remove the annotation to give it to all of them"
+        )
     unknown = sorted(requested - set(names))
     if unknown:
         raise InjectionError(
@@ -234,6 +256,13 @@ def _target_containers(containers: Sequence[Mapping[str, Any]], wanted: str) -> 
 
 
 def _mount_path(path: str) -> str:
+    bad = next((c for c in path if not c.isprintable()), None)
+    if bad is not None:
+        raise InjectionError(
+            f"{ANNOTATION_MOUNT_PATH} {path!r} contains the control character {bad!r} "
+            f"(at position {path.index(bad)}): use a plain directory path such as "
+            "/var/run/captchaai"
+        )
     normal = posixpath.normpath(path.strip())
     # normpath keeps a leading "//" (POSIX leaves it implementation-defined); the kubelet
     # does not, so "//etc" would land on /etc. "/" is judged as a system path below.

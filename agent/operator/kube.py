@@ -104,8 +104,15 @@ class KubeApi:
             raise
         return True
 
-    async def replace_secret(self, namespace: str, name: str, data: Mapping[str, bytes]) -> None:
-        patch = {"data": {k: base64.b64encode(v).decode() for k, v in data.items()}}
+    async def replace_secret(
+        self, namespace: str, name: str, data: Mapping[str, bytes | None]
+    ) -> None:
+        """Set the Secret's keys; a ``None`` value removes that key."""
+        patch = {
+            "data": {
+                k: None if v is None else base64.b64encode(v).decode() for k, v in data.items()
+            }
+        }
         # A JSON merge patch: exact for a map on any API server (the client's default
         # strategic merge is Kubernetes-specific and means the same here).
         await asyncio.to_thread(

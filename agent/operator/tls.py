@@ -2,11 +2,25 @@
 
 The API server only calls webhooks over HTTPS and must trust the certificate through
 the ``caBundle`` of the webhook configuration. In the default *self-signed* mode the
-operator owns that chain: it keeps the CA and the serving certificate in one Secret
-(so every replica serves the same certificate and a restart does not churn the
-caBundle), renews the serving certificate well before it expires, and writes the CA
-into the webhook configurations. kopf's own generator needs oscrypto, which cannot
-load OpenSSL 3 on current distributions; ``cryptography`` is the maintained choice.
+operator owns that chain, the way the Vault injector and cert-manager's CA issuer do,
+with their habits:
+
+- *Short lifetimes*: the serving certificate lives :data:`SERVING_VALIDITY` (90 days,
+  cert-manager's default) and is renewed :data:`RENEW_BEFORE` its end (at two thirds of
+  its life), checked every :data:`REFRESH_SECONDS`, so no replica ever serves an
+  expiring certificate.
+- *No CA private key at rest*: each renewal mints a new CA in memory, signs one serving
+  certificate with it, and forgets the CA key. Nothing that can sign a certificate the
+  API server trusts is ever stored; whoever reads the serving Secret gets one serving
+  key that expires within 90 days. (A Secret written by an older release that still
+  holds a ``ca.key`` is re-issued at the first refresh, and the key dropped.)
+- *Overlap on renewal*: ``ca.crt`` (the caBundle) carries the new CA and the previous
+  CAs whose certificates have not expired, so a replica still serving the previous
+  certificate stays trusted until its next refresh picks up the new one.
+
+Every replica serves the chain stored in one Secret, so the caBundle is the same for
+all of them. kopf's own generator needs oscrypto, which cannot load OpenSSL 3 on
+current distributions; ``cryptography`` is the maintained choice.
 
 In *cert-manager* mode none of this runs: cert-manager issues the certificate into
 a mounted Secret and injects the caBundle; kopf's server reloads changed files.
@@ -32,35 +46,35 @@ from agent.operator.kube import KubeApi
 __all__ = [
     "ServingCertificate",
     "WebhookCertificates",
+    "ca_bundle",
     "generate",
     "needs_renewal",
     "service_names",
 ]
 
-CA_VALIDITY = datetime.timedelta(days=3650)
-SERVING_VALIDITY = datetime.timedelta(days=365)
+SERVING_VALIDITY = datetime.timedelta(days=90)
+# The CA signs one certificate and is then forgotten: it need not outlive it (a day of
+# slack covers clock skew between the operator and the API server).
+CA_VALIDITY = SERVING_VALIDITY + datetime.timedelta(days=1)
 RENEW_BEFORE = datetime.timedelta(days=30)
 REFRESH_SECONDS = 12 * 3600  # well inside RENEW_BEFORE: no replica serves an expiring cert.
+# Secret keys of the chain (a kubernetes.io/tls-compatible layout, plus the bundle).
+SECRET_KEYS = ("ca.crt", "tls.crt", "tls.key")
+_LEGACY_CA_KEY = "ca.key"
 
 _log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class WebhookCertificates:
-    """PEM-encoded CA certificate, CA key, serving certificate and serving key."""
+    """PEM-encoded CA bundle, serving certificate and serving key: no CA key, ever."""
 
     ca_cert: bytes
-    ca_key: bytes
     cert: bytes
     key: bytes
 
     def as_secret_data(self) -> dict[str, bytes]:
-        return {
-            "ca.crt": self.ca_cert,
-            "ca.key": self.ca_key,
-            "tls.crt": self.cert,
-            "tls.key": self.key,
-        }
+        return {"ca.crt": self.ca_cert, "tls.crt": self.cert, "tls.key": self.key}
 
 
 def service_names(service: str, namespace: str) -> list[str]:
@@ -76,34 +90,34 @@ def service_names(service: str, namespace: str) -> list[str]:
 def generate(
     names: Iterable[str],
     *,
-    ca: tuple[bytes, bytes] | None = None,
     now: datetime.datetime | None = None,
+    previous_bundle: bytes = b"",
 ) -> WebhookCertificates:
-    """A serving certificate for ``names`` (DNS names or IPs), signed by ``ca`` or a new CA."""
+    """A serving certificate for ``names`` (DNS names or IPs), signed by a new, forgotten CA.
+
+    The returned ``ca_cert`` is the new CA followed by the CAs of ``previous_bundle``
+    that are still valid at ``now``: what the caBundle must hold during the overlap.
+    """
     now = now or datetime.datetime.now(datetime.UTC)
-    if ca is None:
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name(
-            [x509.NameAttribute(NameOID.COMMON_NAME, "captcha-key-agent webhook CA")]
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, "captcha-key-agent webhook CA"),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, str(x509.random_serial_number())),
+        ]
+    )
+    ca_cert = (
+        _builder(ca_name, ca_name, ca_key.public_key(), now, CA_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
         )
-        ca_cert = (
-            _builder(ca_name, ca_name, ca_key.public_key(), now, CA_VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-            )
-            .add_extension(
-                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-                critical=True,
-            )
-            .sign(ca_key, hashes.SHA256())
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
         )
-    else:
-        ca_cert = x509.load_pem_x509_certificate(ca[0])
-        loaded = serialization.load_pem_private_key(ca[1], password=None)
-        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
-            raise ValueError("the webhook CA key must be an EC key")
-        ca_key = loaded
+        .sign(ca_key, hashes.SHA256())
+    )
     names = list(names)
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
@@ -122,11 +136,24 @@ def generate(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
+    bundle = ca_cert.public_bytes(serialization.Encoding.PEM) + ca_bundle(previous_bundle, now)
     return WebhookCertificates(
-        ca_cert=ca_cert.public_bytes(serialization.Encoding.PEM),
-        ca_key=_private_pem(ca_key),
+        ca_cert=bundle,
         cert=cert.public_bytes(serialization.Encoding.PEM),
         key=_private_pem(key),
+    )
+
+
+def ca_bundle(pem: bytes, now: datetime.datetime) -> bytes:
+    """The certificates of ``pem`` still valid at ``now`` (expired CAs leave the bundle)."""
+    try:
+        certificates = x509.load_pem_x509_certificates(pem) if pem.strip() else []
+    except ValueError:
+        return b""  # unreadable: nothing worth keeping in the caBundle.
+    return b"".join(
+        c.public_bytes(serialization.Encoding.PEM)
+        for c in certificates
+        if c.not_valid_after_utc > now
     )
 
 
@@ -213,14 +240,21 @@ class ServingCertificate:
 
     async def _current_chain(self) -> Mapping[str, bytes]:
         stored = await self.kube.read_secret(self.namespace, self.secret)
-        if stored is not None and not needs_renewal(stored.get("tls.crt", b""), self.names):
+        if (
+            stored is not None
+            and _LEGACY_CA_KEY not in stored
+            and all(k in stored for k in SECRET_KEYS)
+            and not needs_renewal(stored["tls.crt"], self.names)
+        ):
             return stored
-        ca = (stored["ca.crt"], stored["ca.key"]) if stored and "ca.key" in stored else None
-        fresh = generate(self.names, ca=ca).as_secret_data()
+        fresh = generate(self.names, previous_bundle=(stored or {}).get("ca.crt", b""))
+        data = fresh.as_secret_data()
         if stored is not None:
-            await self.kube.replace_secret(self.namespace, self.secret, fresh)
-            return fresh
-        if await self.kube.create_secret(self.namespace, self.secret, fresh):
-            return fresh
+            _log.info("issuing a new webhook certificate under a new CA (the old stays trusted)")
+            removed = {_LEGACY_CA_KEY: None} if _LEGACY_CA_KEY in stored else {}
+            await self.kube.replace_secret(self.namespace, self.secret, {**data, **removed})
+            return data
+        if await self.kube.create_secret(self.namespace, self.secret, data):
+            return data
         # Another replica created it first: serve theirs, so the caBundle matches.
-        return await self.kube.read_secret(self.namespace, self.secret) or fresh
+        return await self.kube.read_secret(self.namespace, self.secret) or data

@@ -31,7 +31,7 @@ from typing import Any
 import kopf
 
 from agent import agentstatus, versions
-from agent.binding import GROUP, PLURAL, VERSION, BindingSpec, InvalidBindingError
+from agent.binding import GROUP, PLURAL, VERSION, BindingSpec, InvalidBindingError, VaultPolicy
 from agent.keysource import KeySource
 from agent.sidecar.agent import Backoff, KeyAgent
 from agent.sidecar.health import serve_health
@@ -60,6 +60,9 @@ class AgentDefaults:
     refresh_seconds: float = 3600.0
     aws_token_file: Path | None = None  # the projected token for STS (spec.source: aws).
     aws_endpoint_url: str | None = None  # a private endpoint (VPC, FIPS); None: AWS's own.
+    # Where the binding may send this pod's token (from the operator, at injection):
+    # ``None`` only outside a pod, e.g. in tests that run an agent by hand.
+    policy: VaultPolicy | None = None
 
 
 class BindingAgent:
@@ -120,7 +123,7 @@ class BindingAgent:
             )
             return
         try:
-            spec = BindingSpec.from_body(body)
+            spec = BindingSpec.from_body(body, self.defaults.policy)
         except InvalidBindingError as exc:
             self._set_problem(exc.reason, str(exc))
             _log.error("%s; the last good key stays in place", exc)

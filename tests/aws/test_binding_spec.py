@@ -86,16 +86,19 @@ def test_a_vault_binding_is_unchanged() -> None:
     [
         ({**aws(), "vault": {"auth": {"role": "w"}}}, "names both key sources"),
         ({}, "name a key source"),
-        ({"source": "aws"}, "spec.aws is missing"),
+        ({"source": "aws"}, "needs spec.aws, which is missing"),
         ({"aws": aws()["aws"]}, "set spec.source: aws"),
         ({"source": "gcp"}, "spec.source 'gcp' is not one of vault, aws"),
-        (aws(region="Europe"), "spec.aws.region 'Europe'"),
+        (aws(region="Europe"), "spec.aws.region: 'Europe' is not allowed: an AWS region"),
         (aws(roleArn="arn:aws:iam::123:user/x"), "spec.aws.roleArn"),
         (aws(secretId="captchaai/dev with spaces"), "spec.aws.secretId"),
-        (aws(secretId=""), "spec.aws.secretId is required"),
-        (aws(versionStage="AWSPREVIOUS", versionId="a" * 32), "both versionStage and versionId"),
+        (aws(secretId=""), "spec.aws.secretId: '' is not allowed: a secret name"),
+        (
+            aws(versionStage="AWSPREVIOUS", versionId="a" * 32),
+            "versionStage and versionId are both set: use one",
+        ),
         (aws(versionId="short"), "spec.aws.versionId"),
-        (aws(field=""), "spec.aws.field must be a non-empty string"),
+        (aws(field=""), "spec.aws.field: '' is not allowed: a string; 1-256 characters"),
     ],
 )
 def test_refused_with_the_field_named(spec: dict[str, Any], expected: str) -> None:

@@ -37,6 +37,13 @@ CONTEXT: dict[str, tuple[str, ...]] = {
     "operator.peering.enabled": ("operator.replicas=1",),
     "operator.serviceAccount.create": ('operator.serviceAccount.name="existing"',),
     "operator.serviceAccount.name": (),
+    "sidecar.tokenAudience": ('vault.allowedAudiences=["vault", "openbao"]',),
+    "networkPolicy.agents": (
+        "networkPolicy.agents.enabled=true",
+        'networkPolicy.agents.namespaces=["solver-dev"]',
+    ),
+    "networkPolicy.agents.enabled": ('networkPolicy.agents.namespaces=["solver-dev"]',),
+    "networkPolicy.agents.namespaces": ("networkPolicy.agents.enabled=true",),
 }
 # Changed values for leaves whose type alone does not give a valid one.
 CHANGED: dict[str, list[Any]] = {
@@ -91,6 +98,12 @@ CHANGED: dict[str, list[Any]] = {
     "networkPolicy.dnsPeers": [[{"namespaceSelector": {}}]],
     "networkPolicy.extraIngress": [[{"from": [{"podSelector": {}}]}]],
     "networkPolicy.extraEgress": [[{"to": [{"podSelector": {}}]}]],
+    "vault.allowedAddresses": [["https://vault-eu.example:8200"]],
+    "vault.allowedAudiences": [["vault", "openbao"]],
+    "sidecar.tokenAudience": ["openbao"],
+    "environmentNamespaces": [{"prod": ["solver-prod"]}],
+    "networkPolicy.agents.namespaces": [["solver-dev"]],
+    "networkPolicy.agents.kubeletPeers": [[{"ipBlock": {"cidr": "10.0.0.0/16"}}]],
 }  # fmt: skip
 _SUBTREES = ("resources", "podSecurityContext", "securityContext")  # changed as a whole below
 

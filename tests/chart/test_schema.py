@@ -3,7 +3,9 @@
 Covers: wrong types, unknown enum values (failurePolicy, TLS mode, log level/format, auth
 method, pull policy), out-of-range numbers (replicas < 1, webhook timeout, refresh
 interval), bad patterns (environments, Vault address, image digest), unknown keys
-(typos), both Vault CA sources at once; and that the schema is draft-07 and every
+(typos), both Vault CA sources at once, the Vault policy (addresses that are not
+scheme://host[:port], the API server's audiences), the namespace->environment map and
+the agents' NetworkPolicy values; and that the schema is draft-07 and every
 top-level value in values.yaml is described by it.
 """
 
@@ -42,6 +44,15 @@ BAD_VALUES = [
     ("sidecar.rbac.bindings[0].namespace=ns", "serviceAccount"),
     ("sidecar.vaultCaConfigMap=Vault_CA", "vaultCaConfigMap"),
     ("operator.leaderElection.enabled=true", "leaderElection"),
+    ("vault.allowedAddresses={vault-eu:8200}", "allowedAddresses"),
+    ("vault.allowedAddresses={https://u@evil.example}", "allowedAddresses"),
+    ("vault.allowedAudiences={https://kubernetes.default.svc}", "allowedAudiences"),
+    ("vault.allowedAudiences={kubernetes}", "allowedAudiences"),
+    ("vault.allowInsecureHttp=maybe", "allowInsecureHttp"),
+    ("environmentNamespaces.Prod={solver-prod}", "invalid propertyName 'Prod'"),
+    ("environmentNamespaces.prod=solver-prod", "environmentNamespaces"),
+    ("networkPolicy.agents.namespaces={Solver_Dev}", "namespaces"),
+    ("networkPolicy.agents.enable=true", "enable"),
 ]
 
 

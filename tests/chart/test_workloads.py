@@ -51,6 +51,9 @@ vault:
     role: captcha-key-operator
     tokenFile: /var/run/secrets/captchakeys/vault/token
     audience: vault
+  allowedAddresses: []
+  allowedAudiences: [vault]
+  allowInsecureHttp: false
 kv:
   mount: secret
   pathPrefix: captchaai
@@ -59,6 +62,7 @@ aws:
   secretPrefix: captchaai
   endpointUrl: ""
 environments: [dev, staging, prod]
+environmentNamespaces: {}
 statusPollSeconds: 30
 peering:
   name: captcha-key-agent

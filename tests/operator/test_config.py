@@ -7,7 +7,13 @@ Aspects covered:
 - an unknown key is refused naming the key and its section (top level and nested);
 - a wrong type, a bad enum value, a value below its minimum, and a section that is not
   a mapping are refused naming the key path;
-- a missing file and invalid YAML give a clear ConfigError naming the file.
+- a missing file and invalid YAML give a clear ConfigError naming the file;
+- the Vault policy: allowedAddresses must be scheme://host[:port] and https unless
+  allowInsecureHttp; allowedAudiences non-empty and never the API server's audience;
+  injection.tokenAudience one of them; defaults: only the operator's own address, only
+  the ``vault`` audience, no http;
+- environmentNamespaces: only known environments, lists of names or globs; a mapped
+  environment may be bound only from matching namespaces, an unmapped one from any.
 """
 
 from __future__ import annotations
@@ -33,10 +39,15 @@ vault:
     role: operator-role
     tokenFile: /var/run/secrets/other/token
     audience: openbao
+  allowedAddresses: [https://vault-eu.example.internal:8200]
+  allowedAudiences: [vault, openbao]
+  allowInsecureHttp: true
 kv:
   mount: kv
   pathPrefix: /keys/captchaai/
 environments: [dev, prod]
+environmentNamespaces:
+  prod: [solver-prod, "payments-*"]
 statusPollSeconds: 45
 peering:
   name: my-peering
@@ -90,6 +101,14 @@ def test_full_file_gives_the_values_written() -> None:
     assert config.vault.auth_role == "operator-role"
     assert config.vault.token_file == Path("/var/run/secrets/other/token")
     assert config.vault.audience == "openbao"
+    assert config.vault.allowed_addresses == ("https://vault-eu.example.internal:8200",)
+    assert config.vault.allowed_audiences == ("vault", "openbao")
+    assert config.vault.allow_insecure_http is True
+    assert config.vault.policy.addresses == (
+        "https://vault.example.internal:8200",  # the operator's own, always allowed
+        "https://vault-eu.example.internal:8200",
+    )
+    assert config.environment_namespaces == {"prod": ("solver-prod", "payments-*")}
     assert config.kv_mount == "kv"
     assert config.kv_path_prefix == "keys/captchaai"
     assert config.environments == ("dev", "prod")
@@ -282,3 +301,73 @@ def test_vault_ca_config_map_must_be_a_string(tmp_path: Path) -> None:
 def test_empty_peering_name_means_standalone(tmp_path: Path) -> None:
     assert OperatorConfig.load(write(tmp_path, 'peering:\n  name: ""\n')).peering_name is None
     assert OperatorConfig.load(write(tmp_path, "")).peering_name == "captcha-key-agent"
+
+
+# --- the Vault policy and the namespace -> environment map ------------------------------
+
+
+def test_policy_defaults_allow_only_the_operators_own_vault_and_audience() -> None:
+    policy = OperatorConfig().vault.policy
+    assert policy.addresses == ("https://vault.vault.svc:8200",)
+    assert policy.audiences == ("vault",)
+    assert policy.allow_http is False
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "vault:\n  allowedAddresses: [http://vault.example:8200]\n",
+            "is plain http, which sends tokens in the clear: use https, or set "
+            "vault.allowInsecureHttp: true",
+        ),
+        (
+            "vault:\n  allowedAddresses: [vault.example:8200]\n",
+            "vault.allowedAddresses: 'vault.example:8200' is not scheme://host[:port]",
+        ),
+        (
+            "vault:\n  allowedAddresses: ['https://u@evil.example']\n",
+            "is not scheme://host[:port]",
+        ),
+        (
+            "vault:\n  allowedAudiences: [vault, 'https://kubernetes.default.svc']\n",
+            "is the Kubernetes API server's own audience",
+        ),
+        ("vault:\n  allowedAudiences: [kubernetes]\n", "API server's own audience"),
+        ("vault:\n  allowedAudiences: []\n", "must be a non-empty list of strings"),
+        (
+            "injection:\n  tokenAudience: openbao\n",
+            "injection.tokenAudience 'openbao' must be one of vault.allowedAudiences (vault)",
+        ),
+        ("environmentNamespaces:\n  qa: [solver-qa]\n", "'qa' is not one of environments"),
+        ("environmentNamespaces:\n  prod: solver-prod\n", "must be a list of namespace names"),
+        ("environmentNamespaces: [prod]\n", "environmentNamespaces must be a dict"),
+    ],
+)
+def test_bad_policy_values_are_refused(tmp_path: Path, text: str, expected: str) -> None:
+    assert expected in refused(tmp_path, text)
+
+
+def test_http_addresses_when_explicitly_allowed(tmp_path: Path) -> None:
+    text = "vault:\n  allowInsecureHttp: true\n  allowedAddresses: [http://openbao.dev:8200]\n"
+    config = OperatorConfig.load(write(tmp_path, text))
+    assert config.vault.policy.allow_http is True
+    assert "http://openbao.dev:8200" in config.vault.policy.addresses
+
+
+@pytest.mark.parametrize(
+    ("namespace", "environment", "allowed"),
+    [
+        ("solver-prod", "prod", True),
+        ("payments-eu", "prod", True),
+        ("solver-dev", "prod", False),
+        ("payments", "prod", False),
+        ("anything", "dev", True),  # dev is not mapped: any namespace
+    ],
+)
+def test_namespace_may_bind(
+    tmp_path: Path, namespace: str, environment: str, allowed: bool
+) -> None:
+    text = 'environmentNamespaces:\n  prod: [solver-prod, "payments-*"]\n'
+    config = OperatorConfig.load(write(tmp_path, text))
+    assert config.namespace_may_bind(namespace, environment) is allowed

@@ -5,9 +5,13 @@ Aspects covered:
   as directly issued by it, with SANs for every service name and for an IP address, for
   server authentication only;
 - service_names() lists the short, namespaced, .svc and cluster.local names;
-- reusing a CA via ca=(cert, key) keeps that CA (same PEM, new serving cert signed by it);
-- needs_renewal: False for a fresh certificate; True when a name is missing, near expiry
-  (340+ days later), after expiry, and for garbage; False shortly before the window;
+- lifetimes: the serving certificate lives 90 days, the CA barely longer; no CA private
+  key is returned or stored (the Secret data is ca.crt, tls.crt, tls.key only);
+- renewal overlap: a new chain's bundle holds the new CA first and the previous CAs
+  still valid (so a replica serving the previous certificate stays trusted), and drops
+  expired ones and garbage;
+- needs_renewal: False for a fresh certificate; True when a name is missing, inside the
+  last 30 days (60+ days later), after expiry, and for garbage; False shortly before;
 - a real TLS handshake on 127.0.0.1 with the generated cert/key: a client trusting only
   the generated CA succeeds (by DNS name and by IP SAN); a client trusting another CA
   fails; a name not in the certificate fails.
@@ -65,31 +69,39 @@ def test_generate_gives_a_ca_and_a_serving_cert_it_issued(certs: tls.WebhookCert
     assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
     now = datetime.datetime.now(datetime.UTC)
     assert cert.not_valid_before_utc <= now < cert.not_valid_after_utc
-    assert cert.not_valid_after_utc - now > datetime.timedelta(days=360)
+    assert (
+        datetime.timedelta(days=89) < cert.not_valid_after_utc - now <= datetime.timedelta(days=90)
+    )
+    assert ca.not_valid_after_utc - now <= datetime.timedelta(days=91)
     assert certs.as_secret_data() == {
         "ca.crt": certs.ca_cert,
-        "ca.key": certs.ca_key,
         "tls.crt": certs.cert,
         "tls.key": certs.key,
     }
     assert b"PRIVATE KEY" in certs.key
-    assert b"PRIVATE KEY" in certs.ca_key
+    assert b"PRIVATE KEY" not in certs.ca_cert
 
 
-def test_a_new_ca_each_time_without_ca(certs: tls.WebhookCertificates) -> None:
+def test_a_new_ca_each_time(certs: tls.WebhookCertificates) -> None:
     other = tls.generate(NAMES)
     assert other.ca_cert != certs.ca_cert
-    with pytest.raises(InvalidSignature):
+    with pytest.raises((InvalidSignature, ValueError)):  # another issuer name, another key
         load(other.cert).verify_directly_issued_by(load(certs.ca_cert))
 
 
-def test_reusing_a_ca_keeps_it(certs: tls.WebhookCertificates) -> None:
-    renewed = tls.generate(NAMES, ca=(certs.ca_cert, certs.ca_key))
-    assert renewed.ca_cert == certs.ca_cert
-    assert renewed.ca_key == certs.ca_key
-    assert renewed.cert != certs.cert
-    assert renewed.key != certs.key
-    load(renewed.cert).verify_directly_issued_by(load(certs.ca_cert))
+def test_renewal_keeps_the_previous_ca_trusted_until_it_expires(
+    certs: tls.WebhookCertificates,
+) -> None:
+    renewed = tls.generate(NAMES, previous_bundle=certs.ca_cert)
+    bundle = x509.load_pem_x509_certificates(renewed.ca_cert)
+    assert [c.subject for c in bundle][1:] == [load(certs.ca_cert).subject]
+    load(renewed.cert).verify_directly_issued_by(bundle[0])  # signed by the new CA
+    load(certs.cert).verify_directly_issued_by(bundle[1])  # the old cert is still trusted
+    third = tls.generate(NAMES, previous_bundle=renewed.ca_cert + b"garbage")
+    assert len(x509.load_pem_x509_certificates(third.ca_cert)) == 3
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=95)
+    assert tls.ca_bundle(third.ca_cert, later) == b""  # expired CAs leave the bundle
+    assert tls.ca_bundle(b"not pem", later) == b""
 
 
 def test_needs_renewal(certs: tls.WebhookCertificates) -> None:
@@ -99,9 +111,9 @@ def test_needs_renewal(certs: tls.WebhookCertificates) -> None:
     assert tls.needs_renewal(certs.cert, [*NAMES, "new-name.captchakeys.svc"]) is True
     assert tls.needs_renewal(certs.cert, ["10.0.0.1"]) is True
     days = datetime.timedelta(days=1)
-    assert tls.needs_renewal(certs.cert, NAMES, now=now + 300 * days) is False
-    assert tls.needs_renewal(certs.cert, NAMES, now=now + 340 * days) is True
-    assert tls.needs_renewal(certs.cert, NAMES, now=now + 400 * days) is True
+    assert tls.needs_renewal(certs.cert, NAMES, now=now + 55 * days) is False
+    assert tls.needs_renewal(certs.cert, NAMES, now=now + 61 * days) is True
+    assert tls.needs_renewal(certs.cert, NAMES, now=now + 100 * days) is True
     assert tls.needs_renewal(b"not a certificate", NAMES) is True
     assert tls.needs_renewal(certs.ca_cert, NAMES) is True  # no SANs at all
 

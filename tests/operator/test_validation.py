@@ -7,7 +7,14 @@ Aspects covered:
 - refused, each with a message naming the field and saying what to fix:
   environment not allowed; kv.mount not the allowed one; kv.path outside
   ``<prefix>/<env>`` (another environment, a sibling prefix, ``..`` segments, an absolute
-  path); missing role; pinned version 0 or negative; bad file name; bad auth method.
+  path); missing role; pinned version 0 or negative; bad file name; bad auth method;
+- the namespace -> environment map: a mapped environment only from its namespaces (names
+  and globs), unmapped ones from any namespace;
+- the Vault policy: an address not on the allow-list, plain http (unless allowed), an
+  audience not allowed, each refused with the chart value to change; the operator's own
+  address (an empty vault.address) always allowed.
+(The whole table of bad and good bindings, through the CRD schema, the running webhook
+and the agent, is tests/operator/test_binding_rules.py.)
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import Any
 import pytest
 
 from agent.binding import InvalidBindingError
-from agent.operator.config import OperatorConfig
+from agent.operator.config import OperatorConfig, VaultConfig
 from agent.operator.validation import validate_binding
 
 CONFIG = OperatorConfig(environments=("dev", "staging", "prod"))
@@ -76,7 +83,12 @@ def test_full_binding_is_accepted_as_written() -> None:
             refreshIntervalSeconds=60,
             rotation={"requestedAt": "2026-11-23T00:00:00Z"},
         ),
-        CONFIG,
+        OperatorConfig(
+            vault=VaultConfig(
+                allowed_addresses=("https://vault.example:8200",),
+                allowed_audiences=("vault", "aud"),
+            )
+        ),
     )
     assert spec.ref.path == "captchaai/prod/solver"
     assert spec.ref.version == 4
@@ -104,7 +116,7 @@ def test_kv_mount_not_the_allowed_one() -> None:
     message = refused(binding(kv={"mount": "kv-other"}))
     assert "spec.kv.mount" in message
     assert "'kv-other'" in message
-    assert "'secret'" in message  # the mount to use instead
+    assert "use 'secret'" in message  # the mount to use instead
 
 
 @pytest.mark.parametrize(
@@ -137,20 +149,25 @@ def test_kv_path_outside_the_environment_prefix(path: str) -> None:
 def test_kv_path_that_could_wander_off(path: str) -> None:
     message = refused(binding(kv={"path": path}))
     assert "spec.kv.path" in message
-    assert "use a relative path without '..'" in message
+    assert "none of them '.' or '..'" in message
 
 
-@pytest.mark.parametrize("auth", [{}, {"role": ""}, {"method": "jwt"}])
+@pytest.mark.parametrize("auth", [{}, {"method": "jwt"}])
 def test_missing_role(auth: dict[str, Any]) -> None:
     message = refused(binding(vault={"auth": auth}))
     assert "spec.vault.auth.role is required" in message
+
+
+def test_empty_role() -> None:
+    message = refused(binding(vault={"auth": {"role": ""}}))
+    assert "spec.vault.auth.role: '' is not allowed: a Vault role name" in message
 
 
 @pytest.mark.parametrize("version", [0, -1, "3"])
 def test_pinned_version_must_be_positive(version: object) -> None:
     message = refused(binding(kv={"version": version}))
     assert "spec.kv.version" in message
-    assert "positive integer" in message
+    assert "an integer" in message
     assert repr(version) in message
 
 
@@ -159,7 +176,7 @@ def test_bad_file_name(name: str) -> None:
     message = refused(binding(file={"name": name}))
     assert "spec.file.name" in message
     assert repr(name) in message
-    assert "use 1-128 characters" in message
+    assert "is not allowed: 1-128 characters of [A-Za-z0-9._-]" in message
 
 
 @pytest.mark.parametrize("method", ["approle", "token", "Kubernetes"])
@@ -178,5 +195,74 @@ def test_missing_environment() -> None:
 @pytest.mark.parametrize("mode", [0o400, 0o444, 0o644, 0o441, 0o000])
 def test_key_file_mode_must_be_group_readable_and_not_world_readable(mode: int) -> None:
     message = refused(binding(file={"name": "api_key", "mode": mode}))
-    assert f"spec.file.mode {mode:04o}" in message
-    assert "e.g. 0440" in message
+    assert f"spec.file.mode: {mode} (octal {mode:#o}) is not allowed" in message
+    assert "one of 288 (0440, the default) or 416 (0640): group-readable" in message
+
+
+MAPPED = OperatorConfig(environment_namespaces={"prod": ("solver-prod", "payments-*")})
+
+
+@pytest.mark.parametrize("namespace", ["solver-prod", "payments-eu"])
+def test_a_mapped_environment_from_its_namespaces(namespace: str) -> None:
+    body = binding(environment="prod")
+    body["metadata"]["namespace"] = namespace
+    assert validate_binding(body, MAPPED).environment == "prod"
+
+
+def test_a_mapped_environment_from_another_namespace() -> None:
+    message = refused(binding(environment="prod"), MAPPED)
+    assert "spec.environment 'prod' may not be bound from namespace 'solver-dev'" in message
+    assert "only from solver-prod, payments-*" in message
+    assert "environmentNamespaces" in message
+
+
+def test_an_unmapped_environment_from_any_namespace() -> None:
+    assert validate_binding(binding(environment="staging"), MAPPED).environment == "staging"
+
+
+POLICY = OperatorConfig(
+    vault=VaultConfig(
+        address="https://vault.vault.svc:8200",
+        allowed_addresses=("https://vault-eu.example:8200",),
+        allowed_audiences=("vault", "openbao"),
+    )
+)
+
+
+@pytest.mark.parametrize(
+    "address", ["https://vault.vault.svc:8200", "https://VAULT-EU.example:8200/", ""]
+)
+def test_allowed_vault_addresses(address: str) -> None:
+    spec = validate_binding(binding(vault={"address": address, "auth": {"role": "r"}}), POLICY)
+    assert spec.vault.address == (address or None)
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("https://evil.example:8200", "allows https://vault.vault.svc:8200, https://vault-eu"),
+        ("https://vault.vault.svc:8201", "the chart's vault.allowedAddresses"),
+        ("http://vault.vault.svc:8200", "use https"),
+    ],
+)
+def test_vault_addresses_not_allowed(address: str, expected: str) -> None:
+    message = refused(binding(vault={"address": address, "auth": {"role": "r"}}), POLICY)
+    assert f"spec.vault.address {address!r} is not allowed" in message
+    assert expected in message
+
+
+def test_plain_http_only_when_the_chart_allows_it() -> None:
+    config = OperatorConfig(
+        vault=VaultConfig(address="http://openbao.dev.svc:8200", allow_insecure_http=True)
+    )
+    body = binding(vault={"address": "http://openbao.dev.svc:8200", "auth": {"role": "r"}})
+    assert validate_binding(body, config).vault.address == "http://openbao.dev.svc:8200"
+
+
+@pytest.mark.parametrize("audience", ["https://kubernetes.default.svc", "other"])
+def test_audiences_not_allowed(audience: str) -> None:
+    message = refused(binding(vault={"auth": {"role": "r", "audience": audience}}), POLICY)
+    assert (
+        f"spec.vault.auth.audience {audience!r} is not allowed: use one of vault, openbao"
+        in message
+    )

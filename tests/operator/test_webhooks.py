@@ -7,7 +7,10 @@ Covers:
 - mutation: the returned JSON patch, applied to the pod, injects the agent once for an
   opted-in pod (one container, several, a containers subset, existing init containers and
   volumes, a Job pod); re-admission of an injected pod changes nothing; a pod that did not
-  opt in is allowed untouched; each bad annotation is denied with its message;
+  opt in is allowed untouched; each bad annotation is denied with its message (among them
+  a containers list naming no container, and mount paths with NUL or newline); the agent
+  is given the operator's Vault policy (addresses, audiences, http); a binding whose
+  token audience the policy refuses gets no pod injected (no token minted for it);
 - validation: a good binding is allowed; a binding for an environment the operator does not
   serve, or a path outside its prefix, is denied with a message saying what to fix;
 - a cluster older than 1.29 (no native sidecars): opted-in pods are refused with the reason.
@@ -127,6 +130,33 @@ async def test_opted_in_pod_gets_the_agent_once(
     assert reinjected == injected
 
 
+async def test_the_agent_is_given_the_vault_policy(
+    operator: RunningOperator, workload: Workload
+) -> None:
+    await workload.create_binding("captchaai")
+    _, injected = await mutate(operator, pod(workload, "app"))
+    env = {e["name"]: e.get("value") for e in injected["spec"]["initContainers"][0]["env"]}
+    assert env["CAPTCHAKEY_ALLOWED_VAULT_ADDRS"] == operator.config.vault.address
+    assert env["CAPTCHAKEY_ALLOWED_AUDIENCES"] == "vault"
+    assert env["CAPTCHAKEY_ALLOW_INSECURE_HTTP"] == "false"
+
+
+async def test_no_token_is_minted_for_an_audience_the_policy_refuses(
+    operator: RunningOperator, workload: Workload
+) -> None:
+    # The rig, like a cluster without the validating webhook, stores any binding.
+    await workload.create_binding(
+        "captchaai",
+        vault={"auth": {"role": workload.role, "audience": "https://kubernetes.default.svc"}},
+    )
+    answer, _ = await mutate(operator, pod(workload, "app"))
+    assert not answer["allowed"]
+    assert (
+        "spec.vault.auth.audience 'https://kubernetes.default.svc' is not allowed: use one of vault"
+        in answer["status"]["message"]
+    )
+
+
 async def test_containers_subset_and_existing_init_containers(
     operator: RunningOperator, workload: Workload
 ) -> None:
@@ -159,6 +189,16 @@ async def test_pod_that_did_not_opt_in_is_untouched(
         ({"captchakeys.io/binding": "nope"}, "CaptchaKeyBinding 'nope'"),
         ({"captchakeys.io/containers": "sidecar"}, "names sidecar, which the pod does not have"),
         ({"captchakeys.io/mount-path": "/etc/captcha"}, "system path /etc"),
+        ({"captchakeys.io/containers": ",,,"}, "',,,' names no container: list the containers"),
+        ({"captchakeys.io/containers": " , "}, "names no container"),
+        (
+            {"captchakeys.io/mount-path": "/var/run/captchaai\x00/x"},
+            "contains the control character '\\x00' (at position 18)",
+        ),
+        (
+            {"captchakeys.io/mount-path": "/var/run/captchaai\n"},
+            "contains the control character '\\n' (at position 18)",
+        ),
         ({"captchakeys.io/binding": ""}, "no captchakeys.io/binding annotation"),
     ],
 )
@@ -199,7 +239,7 @@ async def test_operator_namespace_secret_holds_the_chain(
     secret = await kube.call(
         "GET", f"/api/v1/namespaces/{OPERATOR_NS}/secrets/captcha-key-agent-webhook-tls"
     )
-    assert set(secret["data"]) == {"ca.crt", "ca.key", "tls.crt", "tls.key"}
+    assert set(secret["data"]) == {"ca.crt", "tls.crt", "tls.key"}  # no CA private key
     assert Path(operator.ca_file).read_bytes() == base64.b64decode(secret["data"]["ca.crt"])
 
 

@@ -3,6 +3,14 @@ The operator's configuration file, in the format of docs/contract.md. Strings go
 toJson so that any value is valid YAML.
 */}}
 {{- define "captcha-key-agent.operatorConfig" -}}
+{{- if not (has .Values.sidecar.tokenAudience .Values.vault.allowedAudiences) }}
+{{- fail (printf "sidecar.tokenAudience %q must be one of vault.allowedAudiences %v" .Values.sidecar.tokenAudience .Values.vault.allowedAudiences) }}
+{{- end }}
+{{- range .Values.vault.allowedAddresses }}
+{{- if and (hasPrefix "http:" .) (not $.Values.vault.allowInsecureHttp) }}
+{{- fail (printf "vault.allowedAddresses: %s is plain http, which sends tokens in the clear: use https, or set vault.allowInsecureHttp=true (development only)" .) }}
+{{- end }}
+{{- end -}}
 vault:
   address: {{ .Values.vault.address | toJson }}
   caCertFile: {{ include "captcha-key-agent.vaultCaCertFile" . | toJson }}
@@ -13,6 +21,9 @@ vault:
     role: {{ .Values.vault.auth.role | toJson }}
     tokenFile: {{ printf "%s/token" (include "captcha-key-agent.vaultTokenDir" .) | toJson }}
     audience: {{ .Values.vault.auth.audience | toJson }}
+  allowedAddresses: {{ .Values.vault.allowedAddresses | toJson }}
+  allowedAudiences: {{ .Values.vault.allowedAudiences | toJson }}
+  allowInsecureHttp: {{ .Values.vault.allowInsecureHttp }}
 kv:
   mount: {{ .Values.kv.mount | toJson }}
   pathPrefix: {{ .Values.kv.pathPrefix | toJson }}
@@ -21,6 +32,7 @@ aws:
   secretPrefix: {{ .Values.aws.secretPrefix | toJson }}
   endpointUrl: {{ .Values.aws.endpointUrl | toJson }}
 environments: {{ .Values.environments | toJson }}
+environmentNamespaces: {{ .Values.environmentNamespaces | toJson }}
 statusPollSeconds: {{ int .Values.operator.statusPollSeconds }}
 peering:
   name: {{ include "captcha-key-agent.peeringName" . | toJson }}
