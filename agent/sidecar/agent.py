@@ -217,11 +217,11 @@ class KeyAgent:
         attempts, since = self._unreachable
         self._unreachable = None
         client = self.refresher.client
-        where = client.addr if isinstance(client, VaultClient) else "the key source"
+        who = f"Vault at {client.addr}" if isinstance(client, VaultClient) else "the key source"
         elapsed = time.time() - since
         _log.info(
-            "Vault at %s answers again after %d failed attempts over %.1f s",
-            where,
+            "%s answers again after %d failed attempts over %.1f s",
+            who,
             attempts,
             elapsed,
             extra={"failures": attempts, "outage_seconds": round(elapsed, 1)},
