@@ -124,7 +124,8 @@ def main() -> None:
     envvar=["CAPTCHAKEY_AWS_REGION", "AWS_REGION"],
     show_envvar=True,
     default="us-east-1",
-    help="aws auth: the STS region the login request is signed for (Vault's sts_region).",
+    help="aws auth: the STS region the login request is signed for (Vault's sts_region); "
+    "with --aws-secret-id: the secret's region.",
 )
 @click.option(
     "--aws-header-value",
@@ -140,19 +141,53 @@ def main() -> None:
     help="aws auth: the STS URL to sign for [default: https://sts.REGION.amazonaws.com/].",
 )
 @click.option(
+    "--aws-secret-id",
+    envvar="CAPTCHAKEY_AWS_SECRET_ID",
+    show_envvar=True,
+    help="Without --binding: read the key from this AWS Secrets Manager secret (name or ARN) "
+    "instead of Vault, with the machine's AWS identity (or --aws-role-arn). Needs the aws "
+    "extra and --aws-region.",
+)
+@click.option(
+    "--aws-field",
+    envvar="CAPTCHAKEY_AWS_FIELD",
+    show_envvar=True,
+    help="With --aws-secret-id: the JSON field holding the key [default: the whole string].",
+)
+@click.option(
+    "--aws-version-stage",
+    envvar="CAPTCHAKEY_AWS_VERSION_STAGE",
+    show_envvar=True,
+    default="AWSCURRENT",
+    help="With --aws-secret-id: the staging label to follow.",
+)
+@click.option(
+    "--aws-version-id",
+    envvar="CAPTCHAKEY_AWS_VERSION_ID",
+    show_envvar=True,
+    help="With --aws-secret-id: pin this version id instead of following the label.",
+)
+@click.option(
+    "--aws-role-arn",
+    envvar="CAPTCHAKEY_AWS_ROLE_ARN",
+    show_envvar=True,
+    help="With --aws-secret-id: assume this role with the token in --aws-token-file "
+    "(AssumeRoleWithWebIdentity) [default: the SDK's default credentials].",
+)
+@click.option(
     "--aws-token-file",
     envvar="CAPTCHAKEY_AWS_TOKEN_FILE",
     show_envvar=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="With --binding, for spec.source aws: the projected token exchanged with STS "
-    "AssumeRoleWithWebIdentity [default: /var/run/secrets/captchakeys/aws/token].",
+    help="For spec.source aws bindings and --aws-role-arn: the projected token exchanged with "
+    "STS AssumeRoleWithWebIdentity [default: /var/run/secrets/captchakeys/aws/token].",
 )
 @click.option(
     "--aws-endpoint-url",
     envvar="CAPTCHAKEY_AWS_ENDPOINT_URL",
     show_envvar=True,
-    help="With --binding, for spec.source aws: one endpoint for STS and Secrets Manager "
-    "(a private endpoint) [default: AWS's regional endpoints, or AWS_ENDPOINT_URL_*].",
+    help="For spec.source aws bindings and --aws-secret-id: one endpoint for STS and Secrets "
+    "Manager (a private endpoint) [default: AWS's regional endpoints, or AWS_ENDPOINT_URL_*].",
 )
 @click.option(
     "--auth-mount",
@@ -341,13 +376,14 @@ def main() -> None:
     help="json: one object per line with the fields of docs/logging.md; text: for people.",
 )
 def agent_command(**options: Any) -> None:
-    """Keep the CaptchaAI key file current from Vault.
+    """Keep the CaptchaAI key file current from Vault (or AWS Secrets Manager).
 
     Fetches at start, then checks the version every --refresh-interval and rewrites the
     file only when it changed. While Vault fails, the last good key stays in place.
     """
     with _needs_extra("agent", "agent"):
         from agent import logs
+        from agent.keysource import KeySource, SourceRef
         from agent.sidecar import Backoff, KeyAgent, KeyRefresher, KeyTarget
         from agent.sidecar.metrics import AgentMetrics
         from agent.sidecar.standalone import run_until_signalled
@@ -357,34 +393,42 @@ def agent_command(**options: Any) -> None:
     if options["binding"]:
         _run_binding_agent(options)
         return
-    if not options["kv_path"]:
-        raise click.UsageError("--path (CAPTCHAKEY_PATH) is required, e.g. --path captchaai/prod")
+    if not options["kv_path"] and not options["aws_secret_id"]:
+        raise click.UsageError(
+            "--path (CAPTCHAKEY_PATH) is required, e.g. --path captchaai/prod (or, for AWS "
+            "Secrets Manager, --aws-secret-id)"
+        )
     try:
         target = KeyTarget(
             options["out_dir"],
             keyfile.validate_file_name(options["file_name"]),
             _octal(options["mode"]),
         )
-        client = VaultClient(
-            options["vault_addr"],
-            _aws_iam_auth(options)
-            if options["auth_method"] == "aws"
-            else auth_from_settings(
-                options["auth_method"],
-                role=options["role"],
-                mount=options["auth_mount"],
-                token_file=options["token_file"],
-                secret_id_file=options["secret_id_file"],
-            ),
-            ca_cert=options["vault_cacert"],
-            namespace=options["vault_namespace"],
-        )
-        ref = SecretRef(
-            path=options["kv_path"],
-            mount=options["kv_mount"],
-            field=options["field"],
-            version=options["kv_version"],
-        )
+        client: KeySource
+        ref: SourceRef
+        if options["aws_secret_id"]:
+            client, ref = _aws_secret_source(options)
+        else:
+            client = VaultClient(
+                options["vault_addr"],
+                _aws_iam_auth(options)
+                if options["auth_method"] == "aws"
+                else auth_from_settings(
+                    options["auth_method"],
+                    role=options["role"],
+                    mount=options["auth_mount"],
+                    token_file=options["token_file"],
+                    secret_id_file=options["secret_id_file"],
+                ),
+                ca_cert=options["vault_cacert"],
+                namespace=options["vault_namespace"],
+            )
+            ref = SecretRef(
+                path=options["kv_path"],
+                mount=options["kv_mount"],
+                field=options["field"],
+                version=options["kv_version"],
+            )
         rules = keyrules.KeyRules(options["key_max_length"], options["key_format"])
         metrics = AgentMetrics()
         key_agent = KeyAgent(
@@ -404,6 +448,33 @@ def agent_command(**options: Any) -> None:
     ) as exc:
         raise click.ClickException(str(exc)) from None
     asyncio.run(run_until_signalled(key_agent, _health_address(options["health_addr"])))
+
+
+def _aws_secret_source(options: dict[str, Any]) -> tuple[Any, Any]:
+    """A standalone agent reading AWS Secrets Manager (EC2, Lambda): client and secret."""
+    with _needs_extra("agent --aws-secret-id", "aws"):
+        from agent.aws import DEFAULT_TOKEN_FILE, AwsSecretRef, WebIdentity
+        from agent.aws.refs import REGION_PATTERN
+        from agent.aws.secrets import SecretsManagerSource, session_name
+    region = options["aws_region"]
+    if not REGION_PATTERN.fullmatch(region):
+        raise click.BadParameter(f"{region!r} is not an AWS region", param_hint="--aws-region")
+    identity = None
+    if options["aws_role_arn"]:
+        identity = WebIdentity(
+            role_arn=options["aws_role_arn"],
+            token_file=options["aws_token_file"] or DEFAULT_TOKEN_FILE,
+            session_name=session_name(),
+        )
+    ref = AwsSecretRef(
+        secret_id=options["aws_secret_id"],
+        region=region,
+        field=options["aws_field"] or None,
+        stage=options["aws_version_stage"],
+        version=options["aws_version_id"] or None,
+    )
+    client = SecretsManagerSource(region, identity, endpoint_url=options["aws_endpoint_url"])
+    return client, ref
 
 
 def _aws_iam_auth(options: dict[str, Any]) -> Any:
