@@ -38,6 +38,7 @@ from agent.vault.auth import Auth
 from agent.vault.errors import (
     AuthenticationError,
     FieldMissingError,
+    KvVersionOneError,
     PermissionDeniedError,
     SecretNotFoundError,
     VaultError,
@@ -290,6 +291,21 @@ class VaultClient:
             policy_holder=self.auth.policy_holder(meta if isinstance(meta, Mapping) else {}),
         )
 
+    def _is_kv_v1(self, path: str) -> bool:
+        """Whether ``path`` lies in a KV version 1 mount (asked only after a 404).
+
+        ``sys/internal/ui/mounts/<path>`` answers any token with a capability on the path,
+        so the pod's own identity can ask; on any doubt, it is not v1 (the usual message).
+        """
+        try:
+            answer = self._hvac.adapter.get(f"/v1/sys/internal/ui/mounts/{path}")
+            data = answer.get("data") or {}
+            return bool(
+                data.get("type") == "kv" and (data.get("options") or {}).get("version") == "1"
+            )
+        except (hvac.exceptions.VaultError, requests.exceptions.RequestException, ValueError):
+            return False  # a hint only: never a new failure.
+
     def _translate(
         self, request: Callable[[], _T], path: str, capability: str, operation: str
     ) -> _T:
@@ -312,6 +328,8 @@ class VaultClient:
             raise PermissionDeniedError(path, capability) from None
         except hvac.exceptions.InvalidPath:
             mount, _, rest = path.partition("/")
+            if self._is_kv_v1(path):
+                raise KvVersionOneError(path, mount) from None
             raise SecretNotFoundError(path, mount, rest.partition("/")[2]) from None
         except hvac.exceptions.VaultDown as exc:
             if "sealed" in str(exc).lower():

@@ -22,6 +22,7 @@ __all__ = [
     "AuthenticationError",
     "EmptyKeyError",
     "FieldMissingError",
+    "KvVersionOneError",
     "PermissionDeniedError",
     "SecretNotFoundError",
     "VaultError",
@@ -126,6 +127,20 @@ class SecretNotFoundError(VaultError):
         super().__init__(
             f'no secret at "{path}" in Vault: check the KV mount ("{mount}") and path '
             f'("{kv_path}"), or store the key: vault kv put {mount}/{kv_path} api_key=...'
+        )
+
+
+class KvVersionOneError(SecretNotFoundError):
+    """The mount is a KV version 1 engine: nothing is ever found under ``<mount>/data/``."""
+
+    def __init__(self, path: str, mount: str):
+        # Not the "no secret" message: the secret may well be there, in the wrong engine.
+        VaultError.__init__(
+            self,
+            f'"{mount}/" is a KV version 1 mount, so "{path}" (a KV version 2 path) does not '
+            f"exist there: the key agent needs KV version 2 (versions, metadata, rotation). "
+            f"Upgrade the mount in place with `vault kv enable-versioning {mount}` (existing "
+            "secrets become version 1), or point spec.kv.mount at a KV version 2 mount.",
         )
 
 
