@@ -38,6 +38,7 @@ from typing import Any
 
 __all__ = [
     "ALLOWED_FILE_MODES",
+    "API_SERVER_AUDIENCES",
     "SPEC_SCHEMA",
     "InvalidBindingError",
     "Violation",
@@ -58,6 +59,15 @@ class InvalidBindingError(ValueError):
 # (or the pod's fsGroup): the owner and the group read, only the owner may write, the
 # world gets nothing and nobody executes. (0400/0600 would lock the application out.)
 ALLOWED_FILE_MODES = (0o440, 0o640)
+# Audiences a Kubernetes API server accepts by default (its issuer and the legacy names):
+# a projected token with one of them works against the API as the workload, so no
+# binding may have one minted for Vault or STS.
+API_SERVER_AUDIENCES = (
+    "kubernetes",
+    "api",
+    "https://kubernetes.default.svc",
+    "https://kubernetes.default.svc.cluster.local",
+)
 
 # One path segment: not empty, not "." or "..", no "%" (no percent-encoded traversal).
 _SEGMENT = r"(\.?[A-Za-z0-9_-][A-Za-z0-9_.-]*|\.\.[A-Za-z0-9_.-]+)"
@@ -152,9 +162,17 @@ SPEC_SCHEMA: Schema = {
                 },
                 "audience": {
                     "type": "string",
-                    "description": "Audience of the projected token presented to STS.",
+                    "description": (
+                        "Audience of the projected token presented to STS; never the "
+                        "Kubernetes API server's own audience."
+                    ),
                     "minLength": 1,
                     "maxLength": 256,
+                    "not": {"enum": list(API_SERVER_AUDIENCES)},
+                    "_allowed": (
+                        "an audience STS accepts, e.g. sts.amazonaws.com, never the Kubernetes "
+                        "API server's own (a token for it works against the API as the workload)"
+                    ),
                     "default": "sts.amazonaws.com",
                 },
                 "versionStage": {
@@ -269,7 +287,12 @@ SPEC_SCHEMA: Schema = {
                             "minLength": 1,
                             "maxLength": 256,
                             "pattern": "^[!-~]+$",
-                            "_allowed": "printable ASCII without spaces, e.g. vault",
+                            "not": {"enum": list(API_SERVER_AUDIENCES)},
+                            "_allowed": (
+                                "printable ASCII without spaces, e.g. vault, and never the "
+                                "Kubernetes API server's own audience (a token for it works "
+                                "against the API as the workload)"
+                            ),
                             "default": "vault",
                         },
                     },
@@ -523,8 +546,8 @@ def _value_violation(value: object, schema: Schema) -> str | None:
             return allowed
         if "pattern" in schema and not _go_regex(schema["pattern"]).search(value):
             return allowed
-        if "not" in schema and _go_regex(schema["not"]["pattern"]).search(value):
-            return allowed
+    if "not" in schema and _value_violation(value, schema["not"]) is None:
+        return allowed
     return None
 
 

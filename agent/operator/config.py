@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from agent.binding import AUTH_METHODS, VaultPolicy, WorkloadAuth, normalized_address
+from agent.binding_schema import API_SERVER_AUDIENCES
 from agent.operator.resources import ResourcesError, validate_resources
 
 __all__ = ["ConfigError", "InjectionConfig", "OperatorConfig", "TLSConfig", "VaultConfig"]
@@ -211,10 +212,6 @@ def _agent_resources(value: Mapping[str, Any]) -> dict[str, dict[str, str]]:
         raise ConfigError(str(exc)) from None
 
 
-# Audiences a Kubernetes API server accepts by default (its issuer and the legacy
-# names): a token with one of them works against the API as the workload.
-_API_SERVER_AUDIENCES = ("kubernetes", "api", "https://kubernetes.default.svc",
-                         "https://kubernetes.default.svc.cluster.local")  # fmt: skip
 _ADDRESS = re.compile(r"https?://[^/?#@\s]+/?")
 
 
@@ -245,7 +242,7 @@ def _audiences(vault: _Section) -> tuple[str, ...]:
             f"vault.allowedAudiences must be a non-empty list of strings, not {audiences!r}"
         )
     for audience in audiences:
-        if audience.rstrip("/") in _API_SERVER_AUDIENCES:
+        if audience.rstrip("/") in API_SERVER_AUDIENCES:
             raise ConfigError(
                 f"vault.allowedAudiences: {audience!r} is the Kubernetes API server's own "
                 "audience: a token for it works against the API as the workload; use an "

@@ -105,3 +105,14 @@ def test_the_contract_documents_the_policy_environment_as_declared() -> None:
     contract = (ROOT / "docs" / "contract.md").read_text()
     for variable in VaultPolicy().as_env():
         assert f"`{variable['name']}`" in contract
+
+
+def test_the_chart_refuses_the_same_api_server_audiences_as_the_binding_rules() -> None:
+    import json
+
+    from agent.binding_schema import API_SERVER_AUDIENCES
+    from tests.chart.conftest import CHART
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    audiences = schema["properties"]["vault"]["properties"]["allowedAudiences"]["items"]
+    assert audiences["not"]["enum"] == list(API_SERVER_AUDIENCES)

@@ -73,6 +73,8 @@ def good(where: str, value: Any, **kwargs: Any) -> Case:
     return Case(where, value, None, **kwargs)
 
 
+AWS_SOURCE = {"spec.source": "aws", "spec.vault": DELETE}
+
 BAD = [
     # the spec itself
     bad("spec", "abc"),
@@ -137,9 +139,9 @@ BAD = [
     bad("spec.vault.auth.audience", ""),
     bad("spec.vault.auth.audience", "va ult"),
     bad("spec.vault.auth.audience", 5),
-    bad("spec.vault.auth.audience", "https://kubernetes.default.svc", POLICY),
-    bad("spec.vault.auth.audience", "https://kubernetes.default.svc.cluster.local", POLICY),
-    bad("spec.vault.auth.audience", "kubernetes", POLICY),
+    bad("spec.vault.auth.audience", "https://kubernetes.default.svc"),
+    bad("spec.vault.auth.audience", "https://kubernetes.default.svc.cluster.local"),
+    bad("spec.vault.auth.audience", "kubernetes"),
     bad("spec.vault.auth.audience", "someone-else", POLICY),
     # kv
     bad("spec.kv", "secret/captchaai/dev"),
@@ -243,6 +245,7 @@ BAD = [
         also={"spec.source": "aws", "spec.vault": DELETE, "spec.aws.versionStage": "AWSCURRENT"},
     ),
     bad("spec.aws.field", "", also={"spec.source": "aws", "spec.vault": DELETE}),
+    bad("spec.aws.audience", "https://kubernetes.default.svc", also=AWS_SOURCE),
     bad(
         "spec.aws.secretId",
         "captchaai/prod",

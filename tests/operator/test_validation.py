@@ -259,10 +259,18 @@ def test_plain_http_only_when_the_chart_allows_it() -> None:
     assert validate_binding(body, config).vault.address == "http://openbao.dev.svc:8200"
 
 
-@pytest.mark.parametrize("audience", ["https://kubernetes.default.svc", "other"])
+@pytest.mark.parametrize("audience", ["other", "vault-staging"])
 def test_audiences_not_allowed(audience: str) -> None:
     message = refused(binding(vault={"auth": {"role": "r", "audience": audience}}), POLICY)
     assert (
         f"spec.vault.auth.audience {audience!r} is not allowed: use one of vault, openbao"
         in message
     )
+
+
+@pytest.mark.parametrize("audience", ["https://kubernetes.default.svc", "kubernetes"])
+def test_the_api_servers_audience_is_refused_by_the_rules_themselves(audience: str) -> None:
+    config = OperatorConfig(vault=VaultConfig(allowed_audiences=("vault", "other")))
+    message = refused(binding(vault={"auth": {"role": "r", "audience": audience}}), config)
+    assert f"spec.vault.auth.audience: {audience!r} is not allowed" in message
+    assert "never the Kubernetes API server's own audience" in message

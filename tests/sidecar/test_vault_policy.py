@@ -139,8 +139,9 @@ def test_an_edited_binding_cannot_redirect_the_token(
     )
     assert "the last good key stays in place" in stderr
     assert (
-        "spec.vault.auth.audience 'https://kubernetes.default.svc.cluster.local' is not "
-        "allowed: use one of vault" in stderr
+        "spec.vault.auth.audience: 'https://kubernetes.default.svc.cluster.local' is not "
+        "allowed: printable ASCII without spaces, e.g. vault, and never the Kubernetes API "
+        "server's own audience" in stderr
     )
     assert KEY not in stderr
     assert NEXT_KEY not in stderr
