@@ -118,17 +118,19 @@ def test_binding_key_rules_default_and_explicit() -> None:
 @pytest.mark.parametrize(
     ("key", "said"),
     [
-        ({"maxLength": 0}, "spec.key.maxLength must be an integer from 1 to 65536"),
-        ({"maxLength": 65537}, "spec.key.maxLength"),
-        ({"maxLength": "32"}, "spec.key.maxLength"),
-        ({"maxLength": True}, "spec.key.maxLength"),
-        ({"format": "hex"}, "spec.key.format 'hex' is not one of any, captchaai"),
+        ({"maxLength": 0}, "1 to 65536"),
+        ({"maxLength": 65537}, "1 to 65536"),
+        ({"maxLength": "32"}, "must be an integer"),
+        ({"maxLength": True}, "must be an integer"),
+        ({"format": "hex"}, "any, captchaai"),
     ],
 )
 def test_bad_binding_key_rules_name_the_field(key: dict[str, Any], said: str) -> None:
     with pytest.raises(InvalidBindingError, match="CaptchaKeyBinding 'b'") as caught:
         BindingSpec.from_body(body(**key))
-    assert said in str(caught.value)
+    message = str(caught.value)
+    assert f"spec.key.{next(iter(key))}" in message  # the field, and what it accepts:
+    assert said in message
 
 
 def test_the_crd_agrees_with_the_rules_module() -> None:
