@@ -53,6 +53,11 @@ __all__ = ["AwsKeyVersion", "AwsSecretMetadata", "SecretsManagerSource", "sessio
 
 _log = logging.getLogger(__name__)
 
+# botocore logs whole response bodies at DEBUG, and a GetSecretValue answer holds the key:
+# its records never pass, whatever level the agent runs at (--log-level debug included).
+for _sdk_logger in ("botocore", "boto3"):
+    logging.getLogger(_sdk_logger).setLevel(logging.WARNING)
+
 # Renew temporary credentials this long before they expire.
 _CREDENTIAL_MARGIN = 300.0
 _THROTTLING = frozenset(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,10 @@ from agent.vault.errors import AuthenticationError
 __all__ = ["AwsIamAuth", "signed_login_request"]
 
 _BODY = "Action=GetCallerIdentity&Version=2011-06-15"
+
+# As in agent.aws.secrets: the SDK's DEBUG records (request and response dumps) never pass.
+for _sdk_logger in ("botocore", "boto3"):
+    logging.getLogger(_sdk_logger).setLevel(logging.WARNING)
 SERVER_ID_HEADER = "X-Vault-AWS-IAM-Server-ID"
 
 
