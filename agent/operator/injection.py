@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agent.binding_policy import VaultPolicy
-from agent.binding_schema import InvalidBindingError
+from agent.binding_schema import API_SERVER_AUDIENCES, InvalidBindingError
 from agent.operator.config import InjectionConfig
 from agent.operator.resources import (
     ResourcesError,
@@ -145,8 +145,13 @@ def plan_injection(
         binding_spec = (binding or {}).get("spec") or {}
         if binding_spec.get("source") == "aws":
             aws = binding_spec.get("aws") or {}
-            _use_aws_identity(planned, str(aws.get("audience") or DEFAULT_AWS_AUDIENCE),
-                              aws_endpoint_url)  # fmt: skip
+            aws_audience = str(aws.get("audience") or DEFAULT_AWS_AUDIENCE)
+            if aws_audience in API_SERVER_AUDIENCES:  # no such token minted, even for STS.
+                raise InjectionError(
+                    f"CaptchaKeyBinding {binding_name!r}: spec.aws.audience {aws_audience!r} "
+                    "is the Kubernetes API server's own audience: use sts.amazonaws.com"
+                )
+            _use_aws_identity(planned, aws_audience, aws_endpoint_url)
         if spec.get("resources"):  # pod-level resources (>= 1.32) must cover the agent too.
             planned["resources"] = with_agent_added(spec["resources"], resources)
     security = _with_agent_group(spec.get("securityContext") or {})

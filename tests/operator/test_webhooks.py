@@ -157,6 +157,33 @@ async def test_no_token_is_minted_for_an_audience_the_policy_refuses(
     )
 
 
+async def test_no_api_server_token_is_minted_for_sts_either(
+    operator: RunningOperator, workload: Workload
+) -> None:
+    body = workload.binding("captchaai")
+    body["spec"].pop("vault")
+    body["spec"].update(
+        source="aws",
+        aws={
+            "secretId": "captchaai/{environment}",
+            "region": "eu-west-1",
+            "roleArn": "arn:aws:iam::123456789012:role/captchakey-dev",
+            "audience": "https://kubernetes.default.svc.cluster.local",
+        },
+    )
+    await workload.kube.call(
+        "POST",
+        f"/apis/captchakeys.io/v1alpha1/namespaces/{workload.namespace}/captchakeybindings",
+        body,
+    )
+    answer, _ = await mutate(operator, pod(workload, "app"))
+    assert not answer["allowed"]
+    assert (
+        "spec.aws.audience 'https://kubernetes.default.svc.cluster.local' is the Kubernetes"
+        in (answer["status"]["message"])
+    )
+
+
 async def test_containers_subset_and_existing_init_containers(
     operator: RunningOperator, workload: Workload
 ) -> None:
