@@ -39,7 +39,7 @@ from agent.vault import (
     auth_from_settings,
 )
 
-__all__ = ["Conditions", "Outcome", "StatusKeeper", "merge_patch"]
+__all__ = ["Conditions", "Outcome", "StatusKeeper", "merge_patch", "status_patch"]
 
 Outcome = Literal["settled", "rolling", "failed"]
 
@@ -110,6 +110,8 @@ class StatusKeeper:
         self._wakeups: dict[tuple[str, str], asyncio.Event] = {}
         self._closed = False
         self._loops: set[asyncio.Task[Any]] = set()  # the tasks running keep(), to cancel.
+        # Per binding: the status as this keeper last wrote it.
+        self._written: dict[tuple[str, str], dict[str, Any]] = {}
         # Per binding: the failing consumers last announced, and when (monotonic).
         self._failure_events: dict[tuple[str, str], tuple[tuple[tuple[str, str], ...], float]] = {}
 
@@ -163,6 +165,7 @@ class StatusKeeper:
                     await asyncio.wait_for(wake.wait(), timeout=delay)
         finally:
             self._wakeups.pop((namespace, name), None)
+            self._written.pop((namespace, name), None)
             self._loops.discard(task)
 
     async def check(
@@ -213,9 +216,12 @@ class StatusKeeper:
                     outcome = "settled" if rollout.complete else "rolling"
         patch["conditions"] = conditions.items
         self._announce_transitions(body, status.get("conditions") or [], conditions)
-        changes = merge_patch(status, patch)
+        key = (namespace, name)
+        written = self._written.get(key)
+        changes = status_patch(status, written, patch)
         if changes:
             await self.kube.patch_binding_status(namespace, name, changes)
+            self._written[key] = _applied(written if written is not None else status, changes)
         return outcome
 
     async def _follow_rollout(
@@ -399,6 +405,48 @@ def _normal(body: kopf.Body, reason: str, message: str) -> None:
     own INFO log lines do not become Events; ``kopf.event`` posts regardless of it.
     """
     kopf.event(body, type="Normal", reason=reason, message=message)
+
+
+def status_patch(
+    seen: Mapping[str, Any], written: Mapping[str, Any] | None, desired: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The merge patch to send: what differs from the status as seen, or as last written.
+
+    kopf's body may not show the keeper's last write yet (the watch lags, more so under
+    load); a patch computed against it alone would miss deletions, and a version no
+    consumer holds any more would stay in ``rollout.versions``. Deleting a key the server
+    no longer has is harmless, so the patch covers both views.
+    """
+    changes = merge_patch(seen, desired)
+    if written is not None:
+        changes = _union(changes, merge_patch(written, desired))
+    return changes
+
+
+def _union(first: Mapping[str, Any], second: Mapping[str, Any]) -> dict[str, Any]:
+    """Two merge patches towards the same desired status, as one (deletions of both kept)."""
+    union = dict(first)
+    for key, value in second.items():
+        have = union.get(key)
+        if isinstance(have, Mapping) and isinstance(value, Mapping):
+            union[key] = _union(have, value)
+        elif key not in union or value is None:
+            union[key] = value
+    return union
+
+
+def _applied(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """``target`` after the RFC 7386 merge ``patch``: what the server now holds."""
+    result = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, Mapping):
+            have = result.get(key)
+            result[key] = _applied(have if isinstance(have, Mapping) else {}, value)
+        else:
+            result[key] = value
+    return result
 
 
 def _shortened(message: str, limit: int = 200) -> str:

@@ -7,7 +7,10 @@ Aspects covered:
 - flipping the status moves lastTransitionTime to now;
 - setting a type that exists replaces it (never a duplicate); other types are kept;
 - observedGeneration records the generation given (also None), replacing an old one;
-- the conditions passed in are not mutated.
+- the conditions passed in are not mutated;
+- the status patch (``status_patch``): applied to what the server holds it gives the
+  desired status, also when kopf's view of the body is stale (it does not show the
+  keeper's last write yet): a version no consumer holds any more is still deleted.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import copy
 import datetime
 from typing import Any
 
-from agent.operator.status import Conditions
+from agent.operator.status import Conditions, status_patch
 
 OLD = "2020-01-01T00:00:00Z"
 
@@ -112,3 +115,32 @@ def test_observed_generation_is_recorded() -> None:
     unknown = Conditions([], generation=None)
     unknown.set("Ready", False, "InvalidBinding", "bad")
     assert unknown.items[0]["observedGeneration"] is None
+
+
+def apply_merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386, as the API server applies a status merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = apply_merge_patch(result.get(key), value)
+    return result
+
+
+def test_status_patch_deletes_what_a_stale_view_does_not_show() -> None:
+    server = {"currentVersion": 2, "rollout": {"consumers": 1, "versions": {"1": 1}}}
+    stale: dict[str, Any] = {"currentVersion": 1}  # the watch has not delivered our write
+    desired = {"currentVersion": 2, "rollout": {"consumers": 1, "versions": {"2": 1}}}
+    without_memory = status_patch(stale, None, desired)
+    assert apply_merge_patch(server, without_memory)["rollout"]["versions"] == {"1": 1, "2": 1}
+    patch = status_patch(stale, server, desired)
+    assert apply_merge_patch(server, patch) == desired
+
+
+def test_status_patch_is_empty_when_both_views_agree() -> None:
+    status = {"currentVersion": 2, "rollout": {"versions": {"2": 3}}}
+    assert status_patch(status, copy.deepcopy(status), copy.deepcopy(status)) == {}
+    assert status_patch(status, None, copy.deepcopy(status)) == {}
