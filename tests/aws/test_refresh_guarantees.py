@@ -179,3 +179,25 @@ async def test_key_rules_apply_to_an_aws_key(
     assert "NOT-A-CAPTCHAAI-KEY" not in str(caught.value)
     assert (tmp_path / "api_key").read_text() == KEY_1
     assert held(tmp_path) == first
+
+
+async def test_without_describe_secret_the_agent_reads_the_value_each_time(
+    moto_iam: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """A role with GetSecretValue only (real IAM evaluation): refreshes still work."""
+    name, _, first = moto_iam.create_secret(KEY_1)
+    keys = moto_iam.create_user(
+        f"reader-{first[:8]}", [{"Action": "secretsmanager:GetSecretValue", "Resource": "*"}]
+    )
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", keys["aws_access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", keys["aws_secret_access_key"])
+    client = SecretsManagerSource(REGION, endpoint_url=moto_iam.url)
+    refresher = KeyRefresher(client, AwsSecretRef(name, REGION), KeyTarget(tmp_path))
+    with caplog.at_level(logging.WARNING):
+        assert await refresher.refresh()
+    assert held(tmp_path) == first
+    assert "secretsmanager:DescribeSecret" in caplog.text
+    second = moto_iam.put_value(name, KEY_2)
+    assert await refresher.refresh()
+    assert held(tmp_path) == second

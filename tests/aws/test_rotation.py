@@ -12,6 +12,8 @@ Covers, for ``spec.source: aws``:
 - ``captchakey rotate`` (the function behind it) waits until the previous id is safe to
   revoke, and refuses ``--new-key-stdin`` for an AWS binding with the command to use;
 - pinning ``spec.aws.versionId`` moves an agent back to that version; unpinning returns;
+- the operator's identity without DescribeSecret (IAM enforced): Ready=False with reason
+  AwsForbidden naming the secret and the action, and no version published;
 - the key appears in no status, Event or /status answer.
 """
 
@@ -261,3 +263,43 @@ async def test_captchakey_rotate_waits_for_the_old_id_to_be_revocable(
     assert result.ok, out.getvalue()
     assert (result.version, result.revocable) == (second, [first])
     assert f"version {first} is safe to revoke" in out.getvalue()
+
+
+@pytest.fixture
+def denied_workload(
+    kube: RealisticKubernetes, moto_iam: MotoServer, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[AwsWorkload]:  # fmt: skip
+    """An operator whose AWS identity may list secrets but not DescribeSecret (IAM enforced)."""
+    workload = AwsWorkload(kube, moto_iam, tmp_path)
+    moto_iam.create_secret(json.dumps({"api_key": KEY_1}), name=workload.secret)
+    keys = moto_iam.create_user(
+        f"op-{workload.environment}", [{"Action": "secretsmanager:ListSecrets", "Resource": "*"}]
+    )
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", keys["aws_access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", keys["aws_secret_access_key"])
+    config = OperatorConfig(
+        environments=(workload.environment,),
+        peering_name=None,
+        webhook_port=free_port(),
+        tls=TLSConfig(secret_name="captcha-key-agent-webhook-tls"),
+        aws=AwsConfig(accounts=(ACCOUNT,), endpoint_url=moto_iam.url),
+    )
+    with operator_on_loopback(kube, config, tmp_path):
+        yield workload
+
+
+async def test_operator_denied_describe_secret_says_so_and_publishes_nothing(
+    denied_workload: AwsWorkload,
+) -> None:
+    await denied_workload.create_binding("denied")
+
+    def forbidden(status: dict[str, Any]) -> bool:
+        return any(c.get("reason") == "AwsForbidden" for c in status.get("conditions", []))
+
+    status = await denied_workload.wait_status("denied", forbidden)
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False"
+    assert "secretsmanager:DescribeSecret" in ready["message"]
+    assert denied_workload.secret in ready["message"]
+    assert "currentVersion" not in status
