@@ -6,7 +6,8 @@ webhook injects it (``VaultPolicy.as_env()``), a real OpenBao and the rig's API 
 
 - a binding edited after admission to another Vault address (one not on the allow-list)
   is refused: the agent logs the field, the value and the chart value to change, /status
-  names the problem, the last good key stays in place, and the other address never
+  names the problem and carries the same message in lastError, the last good key stays
+  in place, and the other address never
   receives a single connection (so never the token);
 - a binding edited to the API server's audience is refused the same way;
 - a binding that names the allowed address is followed again (the refusal is not sticky).
@@ -114,6 +115,10 @@ def test_an_edited_binding_cannot_redirect_the_token(
         asyncio.run(workload.patch_binding("captchaai", {"spec": {"vault": {"address": redirect}}}))
         wait_until(lambda: status(port).get("problem") == "InvalidBinding", timeout=20)
         assert key_file.read_text() == KEY  # the last good key stays in place
+        last_error = status(port)["lastError"]
+        assert isinstance(last_error, dict)
+        assert last_error["reason"] == "InvalidBinding"
+        assert f"spec.vault.address {redirect!r} is not allowed" in last_error["message"]
 
         audience = {"auth": {"audience": "https://kubernetes.default.svc.cluster.local"}}
         asyncio.run(
