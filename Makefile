@@ -89,5 +89,5 @@ image:
 ## clean: remove everything the targets create (.venv, .tools, caches, build/, the images)
 clean:
 	@if command -v buildah >/dev/null; then IMAGE_TAG=$(IMAGE_TAG) BUILD_DIR=$(BUILD) scripts/build_images.sh clean; fi
-	rm -rf $(VENV) .tools $(BUILD) dist .pytest_cache .mypy_cache .ruff_cache *.egg-info
-	find agent tests scripts -name __pycache__ -type d -prune -exec rm -rf {} +
+	rm -rf $(VENV) .tools $(BUILD) dist .pytest_cache .mypy_cache .ruff_cache .import_linter_cache *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

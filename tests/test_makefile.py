@@ -44,7 +44,7 @@ def test_clean_removes_what_targets_create(tmp_path: Path) -> None:
     (tree / "scripts").mkdir()
     shutil.copy(ROOT / "scripts" / "build_images.sh", tree / "scripts" / "build_images.sh")
     created = [".venv/bin", ".tools", "build/rootfs", ".pytest_cache", ".mypy_cache",
-               ".ruff_cache", "dist", "captcha_key_agent.egg-info",
+               ".ruff_cache", ".import_linter_cache", "dist", "captcha_key_agent.egg-info",
                "agent/sidecar/__pycache__", "tests/__pycache__", "scripts/__pycache__"]  # fmt: skip
     for path in created:
         (tree / path).mkdir(parents=True)
@@ -57,3 +57,23 @@ def test_clean_removes_what_targets_create(tmp_path: Path) -> None:
                    check=True, capture_output=True, timeout=60)  # fmt: skip
     assert [path for path in created if (tree / path).exists()] == []
     assert kept.read_text() == "# tracked source\n"
+
+
+def test_clean_covers_everything_gitignored(tmp_path: Path) -> None:
+    """What the targets create is what .gitignore ignores: clean must remove each kind."""
+    tree = tmp_path / "tree"
+    (tree / "scripts").mkdir(parents=True)
+    shutil.copy(MAKEFILE, tree / "Makefile")
+    shutil.copy(ROOT / "scripts" / "build_images.sh", tree / "scripts" / "build_images.sh")
+    patterns = [line.strip() for line in (ROOT / ".gitignore").read_text().splitlines()]
+    made = []
+    for pattern in filter(None, patterns):
+        name = pattern.strip("/").replace("*", "captcha_key_agent")
+        # A pattern without a slash matches at any depth: put that one inside a package.
+        path = tree / "agent" / "sidecar" / name if name == "__pycache__" else tree / name
+        path.mkdir(parents=True, exist_ok=True)
+        made.append(path)
+    env = {**os.environ, "LOCAL_BASE_IMAGE": "localhost/captcha-key-agent-clean-test:none"}
+    subprocess.run(["make", "clean", "IMAGE_TAG=0.0.0-clean-test"], cwd=tree, env=env,
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    assert [str(path.relative_to(tree)) for path in made if path.exists()] == []
