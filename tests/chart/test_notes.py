@@ -1,8 +1,8 @@
 """NOTES.txt (rendered by ``helm install --dry-run=client``, offline).
 
 Covers: the next steps (binding, label/annotation, RoleBinding, ``kubectl get ckb``) are
-always there; the failurePolicy Ignore and single-replica warnings appear exactly when
-those values are set.
+always there; the failurePolicy Ignore, single-replica and plain-http-Vault warnings appear
+exactly when those values are set.
 """
 
 from __future__ import annotations
@@ -40,3 +40,10 @@ def test_notes_warn_about_ignore_and_a_single_replica(helm: Path) -> None:
     text = notes(helm, CHART / "ci" / "single-replica-ignore-values.yaml")
     assert "WARNING: webhook.failurePolicy is Ignore" in text
     assert "WARNING: operator.replicas is 1" in text
+
+
+def test_notes_warn_when_plain_http_vault_addresses_are_allowed(helm: Path, tmp_path: Path) -> None:
+    values = tmp_path / "http.yaml"
+    values.write_text("vault:\n  allowInsecureHttp: true\n")
+    assert "WARNING: vault.allowInsecureHttp is true" in notes(helm, values)
+    assert "allowInsecureHttp" not in notes(helm)
