@@ -107,6 +107,9 @@ class OperatorConfig:
     # not listed may be bound from any namespace. Vault's roles remain the second wall.
     environment_namespaces: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     status_poll_seconds: float = 30.0
+    # The Vault KV reads per second a rotation may cause: the spread published with a new
+    # version is the fleet's size over this rate, so one consumer reads at once.
+    vault_reads_per_second: float = 200.0
     peering_name: str | None = "captcha-key-agent"
     webhook_port: int = 8443
     webhook_service: str = "captcha-key-agent-webhook"
@@ -164,6 +167,7 @@ class OperatorConfig:
             environments=tuple(top.get("environments", list, ["dev", "staging", "prod"])),
             environment_namespaces=_environment_namespaces(top),
             status_poll_seconds=float(top.get("statusPollSeconds", int, 30, minimum=1)),
+            vault_reads_per_second=float(top.get("vaultReadsPerSecond", int, 200, minimum=1)),
             peering_name=peering.get("name", str, "captcha-key-agent") or None,
             webhook_port=webhook.get("port", int, 8443, minimum=1),
             webhook_service=webhook.get("serviceName", str, cls.webhook_service),

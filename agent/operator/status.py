@@ -45,6 +45,17 @@ Outcome = Literal["settled", "rolling", "failed"]
 
 _log = logging.getLogger(__name__)
 
+# What the first patch of a round with a new version carries: all the agents need.
+_ANNOUNCED = (
+    "observedGeneration",
+    "vaultPath",
+    "awsSecret",
+    "lastRotationRequest",
+    "currentVersion",
+    "rotationSpreadSeconds",
+    "conditions",
+)
+
 
 class Conditions:
     """A binding's conditions being updated in one round, Kubernetes-style.
@@ -135,6 +146,8 @@ class StatusKeeper:
         rotation = ((body.get("spec") or {}).get("rotation") or {}).get("requestedAt")
         stale = (body.get("metadata") or {}).get("generation") != status.get("observedGeneration")
         if stale or (rotation and rotation != status.get("lastRotationRequest")):
+            _log.debug("binding %s/%s: change or rotation request %s seen", namespace, name,
+                       rotation, extra={"hop": "request-seen"})  # fmt: skip
             self.wake(namespace, name)
 
     async def keep(
@@ -196,6 +209,8 @@ class StatusKeeper:
                             f"{next(iter(where.values()))}")  # fmt: skip
             try:
                 meta = await asyncio.to_thread(self._client(spec).metadata, spec.ref)
+                _log.debug("metadata of %s read: current version %s", next(iter(where.values())),
+                           meta.current_version, extra={"hop": "metadata-read"})  # fmt: skip
             except VaultError as exc:
                 self.metrics.vault_errors.labels(exc.reason).inc()
                 reachable = not isinstance(exc, VaultUnavailableError)
@@ -208,6 +223,9 @@ class StatusKeeper:
                 conditions.set("VaultReachable", True, "MetadataRead", f"{answered} answered")
                 self._publish(body, spec, meta, patch, conditions)
                 current = versions.parse(patch.get("currentVersion", status.get("currentVersion")))
+                published = (self._written.get((namespace, name)) or status).get("currentVersion")
+                if current is not None and current != versions.parse(published):
+                    await self._announce((namespace, name), status, patch, consumers, conditions)
                 if current is not None:
                     rollout = await self._follow_rollout(
                         (namespace, name), body, current, meta, consumers, conditions
@@ -216,13 +234,48 @@ class StatusKeeper:
                     outcome = "settled" if rollout.complete else "rolling"
         patch["conditions"] = conditions.items
         self._announce_transitions(body, status.get("conditions") or [], conditions)
-        key = (namespace, name)
-        written = self._written.get(key)
-        changes = status_patch(status, written, patch)
-        if changes:
-            await self.kube.patch_binding_status(namespace, name, changes)
-            self._written[key] = _applied(written if written is not None else status, changes)
+        await self._patch((namespace, name), status, patch)
         return outcome
+
+    async def _patch(
+        self, key: tuple[str, str], seen: Mapping[str, Any], desired: Mapping[str, Any]
+    ) -> None:
+        """Send what ``desired`` changes, against kopf's view and this keeper's last write."""
+        written = self._written.get(key)
+        changes = status_patch(seen, written, desired)
+        if changes:
+            await self.kube.patch_binding_status(*key, changes)
+            self._written[key] = _applied(written if written is not None else seen, changes)
+
+    async def _announce(
+        self,
+        key: tuple[str, str],
+        seen: Mapping[str, Any],
+        patch: dict[str, Any],
+        consumers: Callable[[], Iterable[Consumer]],
+        conditions: Conditions,
+    ) -> None:
+        """Publish a new version at once, in a patch of its own, before the rollout round.
+
+        The agents act on ``currentVersion`` alone, so it must not wait for the round that
+        follows: that reads every consumer's ``/status``, which takes longer the larger the
+        fleet. The spread sent with it is sized from the fleet the index already counts.
+        Until that round says otherwise, the rollout of the new version is in progress.
+        """
+        fleet = sum(1 for _ in consumers())
+        patch["rotationSpreadSeconds"] = round(
+            max(0, fleet - 1) / self.config.vault_reads_per_second, 3
+        )
+        if fleet and seen.get("currentVersion") is not None:
+            waiting = f"version {patch['currentVersion']} published to {fleet} consumers"
+            conditions.set("RolloutComplete", False, "RolloutInProgress", waiting)
+            conditions.set("SafeToRevoke", False, "RolloutInProgress",
+                           "wait until every consumer holds the current version")  # fmt: skip
+        patch["conditions"] = [dict(c) for c in conditions.items]
+        await self._patch(key, seen, {k: patch[k] for k in _ANNOUNCED if k in patch})
+        _log.debug("version %s published in status (spread %.3f s over %d consumers)",
+                   patch["currentVersion"], patch["rotationSpreadSeconds"], fleet,
+                   extra={"hop": "status-patched"})  # fmt: skip
 
     async def _follow_rollout(
         self,

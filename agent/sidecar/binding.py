@@ -12,8 +12,11 @@ API server is a list and a watch on bindings in its namespace.
 Flow: the first event for the binding configures and starts the :class:`KeyAgent`;
 spec changes re-target it (path, field, pin, file, Vault identity); a
 ``status.currentVersion`` newer than what is on disk (the operator announcing a
-rotation) triggers a refresh after a small random spread, so a binding with hundreds
-of consumers does not hit Vault in one instant. A deleted or invalid binding stops
+rotation) triggers a refresh after a random wait within ``status.rotationSpreadSeconds``
+(sized by the operator from the fleet and the Vault read rate allowed, 0 for a lone
+consumer), so a binding with hundreds of consumers does not hit Vault in one instant.
+The wait is drawn once per announced version: the operator's later status updates
+(rollout progress) never restart it. A deleted or invalid binding stops
 nothing but refreshes: the last good key stays in place, and a clear line is logged.
 """
 
@@ -54,7 +57,9 @@ class AgentDefaults:
     vault_cacert: str | None = None
     vault_namespace: str | None = None
     backoff: Backoff = field(default_factory=Backoff)
-    rotation_spread: float = 0.5  # seconds over which a fleet spreads a rotation's reads.
+    # Seconds over which a fleet spreads a rotation's reads when the binding's status
+    # carries no rotationSpreadSeconds (an operator from before it published one).
+    rotation_spread: float = 0.5
     # The slow resync when the binding sets no spec.refreshIntervalSeconds: the webhook
     # injects the chart's sidecar.refreshIntervalSeconds (CAPTCHAKEY_REFRESH_INTERVAL).
     refresh_seconds: float = 3600.0
@@ -79,6 +84,7 @@ class BindingAgent:
         self._problem_error: agentstatus.LastError | None = None
         self._task: asyncio.Task[None] | None = None
         self._pending: asyncio.TimerHandle | None = None
+        self._pending_version: versions.Version | None = None  # what the timer is for.
 
     @property
     def ready(self) -> bool:
@@ -141,7 +147,7 @@ class BindingAgent:
             return
         current = versions.parse((body.get("status") or {}).get("currentVersion"))
         if current is not None and spec.ref.version is None:
-            self._announce(current)
+            self._announce(current, _spread_of(body, self.defaults.rotation_spread))
 
     async def close(self) -> None:
         self._stop_refreshing()
@@ -167,6 +173,7 @@ class BindingAgent:
                 metrics=self.metrics,
             )
             self.metrics.follow(self.status)
+            self._pending_version = None  # a new agent learns the announced version afresh.
             self._task = asyncio.create_task(self.agent.run(), name=f"key-agent:{self.name}")
         elif spec != self.spec:
             if self.spec is None or _identity(spec) != _identity(self.spec):
@@ -179,14 +186,24 @@ class BindingAgent:
     def _resync(self, spec: BindingSpec) -> float:
         return spec.refresh_seconds or self.defaults.refresh_seconds
 
-    def _announce(self, version: versions.Version) -> None:
+    def _announce(self, version: versions.Version, spread: float) -> None:
         agent = self.agent
         if agent is None or version == agent.refresher.held_version:
             return
+        if version == self._pending_version:
+            return  # the wait for this version is drawn already: a status update keeps it.
         agent.desired_version = version  # not ready until it lands, even before the spread.
-        delay = random.uniform(0, self.defaults.rotation_spread)  # noqa: S311
         if self._pending is not None:
             self._pending.cancel()
+        self._pending_version = version
+        if spread <= 0:
+            self._pending = None
+            _log.debug("version %s announced: refreshing now", version)
+            agent.request_refresh(at_least=version)
+            return
+        delay = random.uniform(0, spread)  # noqa: S311
+        _log.debug("version %s announced: refreshing in %.3f s (spread %.3f s)",
+                   version, delay, spread)  # fmt: skip
         loop = asyncio.get_running_loop()
         self._pending = loop.call_later(delay, lambda: agent.request_refresh(at_least=version))
 
@@ -236,8 +253,17 @@ class BindingAgent:
     def _stop_refreshing(self) -> None:
         if self._pending is not None:
             self._pending.cancel()
+        self._pending, self._pending_version = None, None
         if self.agent is not None:
             self.agent.stop()
+
+
+def _spread_of(body: Mapping[str, Any], fallback: float) -> float:
+    """The operator's ``status.rotationSpreadSeconds``, or ``fallback`` when it says none."""
+    spread = (body.get("status") or {}).get("rotationSpreadSeconds")
+    if isinstance(spread, bool) or not isinstance(spread, int | float) or spread < 0:
+        return fallback
+    return float(spread)
 
 
 def _identity(spec: BindingSpec) -> object:

@@ -137,11 +137,13 @@ class KeyRefresher:
     async def _read(self, ref: SourceRef, current: Identity | None) -> FetchedKey:
         self._pending = None
         try:
-            return await asyncio.to_thread(self._read_checked, ref)
+            key = await asyncio.to_thread(self._read_checked, ref)
         except keyrules.KeyRejectedError as exc:
             if current is not None:
                 self._rejected = (current, exc)
             raise
+        _log.debug("version %s read from %s", key.version, ref, extra={"hop": "key-read"})
+        return key
 
     def _read_checked(self, ref: SourceRef) -> FetchedKey:
         """Read the key and apply the binding's key rules, whatever the source."""

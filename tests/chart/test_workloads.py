@@ -64,6 +64,7 @@ aws:
 environments: [dev, staging, prod]
 environmentNamespaces: {}
 statusPollSeconds: 30
+vaultReadsPerSecond: 200
 peering:
   name: captcha-key-agent
 webhook:

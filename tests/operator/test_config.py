@@ -49,6 +49,7 @@ environments: [dev, prod]
 environmentNamespaces:
   prod: [solver-prod, "payments-*"]
 statusPollSeconds: 45
+vaultReadsPerSecond: 50
 peering:
   name: my-peering
 webhook:
@@ -113,6 +114,7 @@ def test_full_file_gives_the_values_written() -> None:
     assert config.kv_path_prefix == "keys/captchaai"
     assert config.environments == ("dev", "prod")
     assert config.status_poll_seconds == 45.0
+    assert config.vault_reads_per_second == 50.0
     assert config.peering_name == "my-peering"
     assert config.webhook_port == 9443
     assert config.webhook_service == "ckb-webhook"

@@ -5,6 +5,10 @@ Covers:
   key; once the key file and its metadata are there, /readyz and /status say so too;
 - rotation: a new Vault version announced in ``status.currentVersion`` is fetched and
   written, and an application's KeyReader callback fires;
+- the rotation spread: the operator's ``status.rotationSpreadSeconds`` wins over the
+  agent's own default (0: the key is read at once, however long the default); the wait
+  is drawn once per announced version, so status updates during a rollout never restart
+  it;
 - pinning a version in the spec moves the file to that version, unpinning back to latest;
 - JWT auth (offline validation) as the alternative login;
 - binding deleted: the key stays, refreshes stop, a clear log line;
@@ -86,6 +90,31 @@ async def test_rotation_announced_in_status_reaches_the_reader(
             await eventually(rotated.is_set)
             await eventually(lambda: reader.version == 2)
         assert seen == ["new-key-2222222222222222222222"]
+
+
+async def test_the_published_spread_wins_and_is_drawn_once_per_version(
+    workload: Workload, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="agent.sidecar.binding")
+    workload.put_key("old-key-1111111111111111111111")
+    await workload.create_binding("captchaai")
+    out = tmp_path / "keys"
+    # The agent's own default would wait up to an hour: only the published spread counts.
+    async with running_agent(workload, "captchaai", out, spread=3600):
+        await eventually(lambda: held(out) == 1)
+        second = workload.put_key("new-key-2222222222222222222222")
+        announce = {"currentVersion": second, "rotationSpreadSeconds": 3600}
+        await workload.patch_binding("captchaai", {"status": announce}, status=True)
+        for done in range(3):  # the operator's rollout updates while agents wait.
+            progress = {"rollout": {"consumers": 3, "upToDate": done}}
+            await workload.patch_binding("captchaai", {"status": progress}, status=True)
+        third = workload.put_key("new-key-3333333333333333333333")
+        announce = {"currentVersion": third, "rotationSpreadSeconds": 0}
+        await workload.patch_binding("captchaai", {"status": announce}, status=True)
+        await eventually(lambda: held(out) == third)
+    waits = [r.getMessage() for r in caplog.records if "announced" in r.getMessage()]
+    assert waits[0].startswith(f"version {second} announced: refreshing in ")
+    assert waits[1:] == [f"version {third} announced: refreshing now"], waits
 
 
 async def test_pin_and_unpin(workload: Workload, tmp_path: Path) -> None:

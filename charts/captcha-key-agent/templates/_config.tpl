@@ -34,6 +34,7 @@ aws:
 environments: {{ .Values.environments | toJson }}
 environmentNamespaces: {{ .Values.environmentNamespaces | toJson }}
 statusPollSeconds: {{ int .Values.operator.statusPollSeconds }}
+vaultReadsPerSecond: {{ int .Values.operator.vaultReadsPerSecond }}
 peering:
   name: {{ include "captcha-key-agent.peeringName" . | toJson }}
 webhook:
