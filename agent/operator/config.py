@@ -89,12 +89,15 @@ class AwsConfig:
     its pods at an account the platform team never chose. Secret names (or the name
     part of an ARN) must sit under ``<secret_prefix>/<environment>``, as Vault paths do.
     ``endpoint_url`` overrides AWS's regional endpoints (a VPC endpoint) for the
-    operator and every injected agent.
+    operator and every injected agent. ``audiences`` are the projected-token audiences
+    a binding may have minted for STS.
     """
 
     accounts: tuple[str, ...] = ()
     secret_prefix: str = "captchaai"
     endpoint_url: str | None = None
+    # Token audiences an AWS binding may ask for (spec.aws.audience): only what STS expects.
+    audiences: tuple[str, ...] = ("sts.amazonaws.com",)
 
 
 @dataclass(frozen=True)
@@ -296,6 +299,7 @@ def _aws_config(aws: _Section) -> AwsConfig:
         accounts=accounts,
         secret_prefix=aws.get("secretPrefix", str, "captchaai").strip("/"),
         endpoint_url=aws.get("endpointUrl", str, "") or None,
+        audiences=tuple(str(a) for a in aws.get("audiences", list, ["sts.amazonaws.com"])),
     )
 
 

@@ -90,6 +90,12 @@ def _check_aws(name: str, spec: BindingSpec, ref: AwsSecretRef, config: Operator
             f"{where}: spec.source is aws, but this operator serves no AWS account: add the "
             "account id to the chart's aws.accounts value, or use a Vault binding"
         )
+    audience = spec.aws.audience if spec.aws else ""
+    if audience not in aws.audiences:
+        raise InvalidBindingError(
+            f"{where}: spec.aws.audience {audience!r} is not an allowed token audience for AWS "
+            f"({', '.join(aws.audiences)}): the pods' tokens are minted for it"
+        )
     role_arn = spec.aws.role_arn if spec.aws else ""
     for field_name, arn in (("spec.aws.roleArn", role_arn), ("spec.aws.secretId", ref.secret_id)):
         match = _ACCOUNT_IN_ARN.match(arn)

@@ -9,7 +9,8 @@ Covers:
   region, role ARN or secret id, versionStage together with versionId;
 - the operator's policy: AWS bindings are refused unless the operator serves the
   account (an empty allow-list refuses all), and secrets outside
-  ``<prefix>/<environment>`` are refused, by name and by ARN.
+  ``<prefix>/<environment>`` are refused, by name and by ARN, and so is a token
+  audience outside the operator's ``aws.audiences``.
 """
 
 from __future__ import annotations
@@ -114,6 +115,16 @@ def test_role_and_secret_must_be_in_an_allowed_account() -> None:
     assert "account 999999999999" in refused(body(**aws(roleArn=other)))
     arn = "arn:aws:secretsmanager:eu-west-1:999999999999:secret:captchaai/dev-AbCdEf"
     assert "account 999999999999" in refused(body(**aws(secretId=arn)))
+
+
+def test_token_audience_must_be_allowed() -> None:
+    assert "spec.aws.audience 'sts.elsewhere.example' is not an allowed" in refused(
+        body(**aws(audience="sts.elsewhere.example"))
+    )
+    custom = OperatorConfig(
+        environments=("dev",), aws=AwsConfig(accounts=("123456789012",), audiences=("sts.x",))
+    )
+    assert validate_binding(body(**aws(audience="sts.x")), custom).aws is not None
 
 
 def test_secret_must_be_under_the_environments_prefix() -> None:

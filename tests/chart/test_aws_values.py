@@ -1,6 +1,6 @@
 """The chart's ``aws.*`` values reach the operator: rendered by helm, parsed by the operator.
 
-Covers: ``aws.accounts`` / ``aws.secretPrefix`` / ``aws.endpointUrl`` in the operator's
+Covers: ``aws.accounts`` / ``secretPrefix`` / ``endpointUrl`` / ``audiences`` in the operator's
 config as ``OperatorConfig.from_mapping`` reads it; by default no AWS account is served
 (every AWS binding refused); the schema refuses an account id that is not 12 digits.
 """
@@ -32,8 +32,11 @@ def test_aws_values_reach_the_operator_config(helm: Path) -> None:
         "--set-json", 'aws.accounts=["123456789012"]',
         "--set", "aws.secretPrefix=teams/ckb",
         "--set", "aws.endpointUrl=https://vpce.example",
+        "--set-json", 'aws.audiences=["sts.custom"]',
     )  # fmt: skip
-    assert config.aws == AwsConfig(("123456789012",), "teams/ckb", "https://vpce.example")
+    assert config.aws == AwsConfig(
+        ("123456789012",), "teams/ckb", "https://vpce.example", ("sts.custom",)
+    )
 
 
 def test_by_default_no_aws_account_is_served(helm: Path) -> None:

@@ -61,6 +61,7 @@ CHANGED: dict[str, list[Any]] = {
     "environments": [["dev", "qa"]],
     "aws.accounts": [["123456789012"]],
     "aws.endpointUrl": ["https://vpce.example"],
+    "aws.audiences": [["sts.custom"]],
     "operator.podAntiAffinity": ["hard", "none"],
     "operator.affinity": [{"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
         "nodeSelectorTerms": [{"matchExpressions": [

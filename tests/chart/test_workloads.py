@@ -61,6 +61,7 @@ aws:
   accounts: []
   secretPrefix: captchaai
   endpointUrl: ""
+  audiences: [sts.amazonaws.com]
 environments: [dev, staging, prod]
 environmentNamespaces: {}
 statusPollSeconds: 30

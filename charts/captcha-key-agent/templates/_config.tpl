@@ -31,6 +31,7 @@ aws:
   accounts: {{ .Values.aws.accounts | toJson }}
   secretPrefix: {{ .Values.aws.secretPrefix | toJson }}
   endpointUrl: {{ .Values.aws.endpointUrl | toJson }}
+  audiences: {{ .Values.aws.audiences | toJson }}
 environments: {{ .Values.environments | toJson }}
 environmentNamespaces: {{ .Values.environmentNamespaces | toJson }}
 statusPollSeconds: {{ int .Values.operator.statusPollSeconds }}
