@@ -24,9 +24,10 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import hvac
 import requests
@@ -205,7 +206,9 @@ def _demo(rotations: int, interval: float) -> int:
         target = KeyTarget(Path(out))
         agent = KeyAgent(KeyRefresher(client, SecretRef("captchaai/dev"), target),
                          refresh_interval=interval)  # fmt: skip
-        latencies = asyncio.run(_rotate(bao, agent, target, rotations))
+        latencies = asyncio.run(_until_sigterm(_rotate(bao, agent, target, rotations)))
+        if latencies is None:
+            raise SystemExit(128 + signal.SIGTERM)  # now the ``with`` blocks clean up.
     total = time.monotonic() - started
     print("\nsummary")
     print(f"  rotations propagated : {len(latencies)}/{rotations}")
@@ -229,6 +232,27 @@ def _explain_figures(interval: float) -> None:
     print("    of work) and the demo time. Not the product's: in a cluster, the operator")
     print("    announces a rotation in the binding's status and the agent reacts at once.")
     print("  independent of it: rotations propagated and Vault logins.")
+
+
+async def _until_sigterm(rotating: Coroutine[Any, Any, list[float]]) -> list[float] | None:
+    """Run the rotations; on SIGTERM cancel them cleanly and return None.
+
+    A signal handler that raises lands in whichever task runs at that instant (often the
+    agent's), leaving the event loop with a half-cancelled task and an unretrieved
+    exception. Inside the loop SIGTERM is therefore turned into a cancellation of the
+    rotations, whose ``finally`` stops the agent; the caller then exits with 143.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(rotating)
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if task.cancelled():
+            return None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 async def _rotate(
