@@ -333,7 +333,15 @@ async def test_failing_consumers_are_named_with_the_reason_their_agent_reports(
     ):
         await create_consumer_pod(workload, "solver-broken", port, "captchaai")
         await eventually(lambda: held(healthy) == 1)
-        status = await wait_status(workload, lambda s: (s.get("rollout") or {}).get("failing"))
+        # The keeper's first round can scrape the healthy agent before its first write, so
+        # wait for the round that sees it hold the key: then only the broken pod lags.
+        status = await wait_status(
+            workload,
+            lambda s: (
+                bool((s.get("rollout") or {}).get("failing"))
+                and s["rollout"].get("stragglers") == ["solver-broken"]
+            ),
+        )
         (failing,) = status["rollout"]["failing"]
         served = await asyncio.to_thread(
             lambda: requests.get(f"http://127.0.0.1:{port}/status", timeout=5).json()
