@@ -5,7 +5,8 @@ python:3.11-slim, or on a debootstrap-made Debian base when no registry is reach
 runs ``captchakey --help`` in each as uid 65532 on a read-only root filesystem, finds no
 ``kubernetes`` client in the sidecar image, and the sidecar image is the smaller one.
 
-Needs root, buildah and network access to Debian and PyPI: on a machine without buildah
+Marked ``image``: ``make test`` leaves it out to stay fast, ``make image-test`` runs it
+and CI (.ci/run) runs both. Needs root, buildah and network access to Debian and PyPI: on a machine without buildah
 or root the test is skipped and says so (the structure is still checked by
 test_dockerfile.py).
 """
@@ -26,6 +27,7 @@ from tests.chart.conftest import ROOT
 TAG = f"0.0.0-test-{os.getpid()}"
 
 
+@pytest.mark.image
 @pytest.mark.timeout(900)
 def test_make_image_builds_and_smoke_runs_both_images() -> None:
     if shutil.which("buildah") is None:
