@@ -64,14 +64,15 @@ node-test:
 	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 18 ? 0 : 1)' || { echo "node >= 18 required, found $$(node --version)" >&2; exit 1; }
 	cd readers/node && node --test
 
-## bench: agent memory, admission latency and fleet rotation against baselines measured
-##   in the same run; prints the table and leaves the tree untouched
+## bench: start-up, memory, rotation through the operator, admission and a 1000-consumer
+##   fleet, beside `bao agent` in the same run; prints the table, leaves the tree untouched
+##   (BENCH_ARGS=--quick: one run, small fleets)
 bench: $(DEV_STAMP)
-	$(BIN)/python scripts/bench.py
+	PYTHONPATH=$(CURDIR) $(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 ## bench-docs: like bench, and writes the table into docs/benchmarks.md
 bench-docs: $(DEV_STAMP)
-	$(BIN)/python scripts/bench.py --write-docs
+	PYTHONPATH=$(CURDIR) $(BIN)/python scripts/bench.py --write-docs $(BENCH_ARGS)
 
 ## chart-docs: regenerate charts/captcha-key-agent/README.md from values.yaml's comments
 chart-docs: $(DEV_STAMP)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -499,7 +500,7 @@ def _run_binding_agent(options: dict[str, Any]) -> None:
     sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
     from agent.binding_policy import VaultPolicy
 
-    with _needs_extra("agent", "agent"):
+    with _needs_extra("agent", "agent"), _no_collection_while_importing():
         from agent.sidecar import Backoff
         from agent.sidecar.binding import AgentDefaults, BindingAgent, run_binding_agent
 
@@ -525,6 +526,23 @@ def _run_binding_agent(options: dict[str, Any]) -> None:
     health = _health_address(options["health_addr"])
     binding = BindingAgent(options["binding"], defaults)
     asyncio.run(run_binding_agent(binding, namespace, health=health))
+
+
+@contextlib.contextmanager
+def _no_collection_while_importing() -> Iterator[None]:
+    """Import kopf, aiohttp and hvac without the cyclic GC running over and over.
+
+    The agent's start-up is every pod's start-up, and a few thousand module objects
+    created at once trigger dozens of full collections that find nothing to free
+    (about 40 ms of a 350 ms start here). What the imports created is then frozen:
+    later collections skip it.
+    """
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def _service_account_namespace() -> str:
