@@ -6,9 +6,9 @@ runs ``captchakey --help`` in each as uid 65532 on a read-only root filesystem, 
 ``kubernetes`` client in the sidecar image, and the sidecar image is the smaller one.
 
 Marked ``image``: ``make test`` leaves it out to stay fast, ``make image-test`` runs it
-and CI (.ci/run) runs both. Needs root, buildah and network access to Debian and PyPI: on a machine without buildah
-or root the test is skipped and says so (the structure is still checked by
-test_dockerfile.py).
+and CI (.ci/run) runs both. Needs root, buildah and network access to Debian and PyPI:
+on a machine without buildah or root the test is skipped and says so (the structure is
+still checked by test_dockerfile.py).
 """
 
 from __future__ import annotations
