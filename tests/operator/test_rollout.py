@@ -92,7 +92,7 @@ async def consumers(
         yield agents
 
 
-async def wait_status(workload: Workload, predicate: Any, seconds: float = 15.0) -> dict[str, Any]:
+async def wait_status(workload: Workload, predicate: Any, seconds: float = 30.0) -> dict[str, Any]:
     latest: dict[str, Any] = {}
 
     async def check() -> bool:

@@ -26,8 +26,12 @@ from tests.rig.openbao import OpenBaoServer
 BINDINGS_PATH = "/apis/captchakeys.io/v1alpha1/namespaces/{ns}/captchakeybindings"
 
 
-async def eventually(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
-    """Wait until ``predicate()`` holds; fail the test with a clear message otherwise."""
+async def eventually(predicate: Callable[[], bool], seconds: float = 30.0) -> None:
+    """Wait until ``predicate()`` holds; fail the test with a clear message otherwise.
+
+    The bound only ends a failing test: in-process agents share one interpreter on two
+    cores, and a loaded machine must not turn a slow pass into a failure.
+    """
     try:
         async with asyncio.timeout(seconds):
             while not predicate():  # noqa: ASYNC110 - state owned by other tasks/threads.
