@@ -66,7 +66,7 @@ from agent import keyfile  # noqa: E402
 from agent.demo import _bao_binary  # noqa: E402
 from agent.reader import KeyReader  # noqa: E402
 from tests.operator.conftest import OPERATOR_NS, operator_on_loopback  # noqa: E402
-from tests.rig.helpers import free_port, wait_until  # noqa: E402
+from tests.rig.helpers import free_port, stop_process, wait_until  # noqa: E402
 from tests.rig.kube import (  # noqa: E402
     BaoAuth,
     BaoRole,
@@ -222,12 +222,7 @@ def our_agent(
     try:
         yield process, out / "api_key", port, log
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @contextlib.contextmanager
@@ -259,12 +254,7 @@ def bao_agent(
     try:
         yield process, out
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def agent_version(port: int) -> Any:

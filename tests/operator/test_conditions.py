@@ -20,6 +20,7 @@ import datetime
 from typing import Any
 
 from agent.operator.status import Conditions, status_patch
+from tests.rig.kube import merge_patch  # RFC 7386, as the rig's API server applies it
 
 OLD = "2020-01-01T00:00:00Z"
 
@@ -117,27 +118,14 @@ def test_observed_generation_is_recorded() -> None:
     assert unknown.items[0]["observedGeneration"] is None
 
 
-def apply_merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386, as the API server applies a status merge patch."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = apply_merge_patch(result.get(key), value)
-    return result
-
-
 def test_status_patch_deletes_what_a_stale_view_does_not_show() -> None:
     server = {"currentVersion": 2, "rollout": {"consumers": 1, "versions": {"1": 1}}}
     stale: dict[str, Any] = {"currentVersion": 1}  # the watch has not delivered our write
     desired = {"currentVersion": 2, "rollout": {"consumers": 1, "versions": {"2": 1}}}
     without_memory = status_patch(stale, None, desired)
-    assert apply_merge_patch(server, without_memory)["rollout"]["versions"] == {"1": 1, "2": 1}
+    assert merge_patch(server, without_memory)["rollout"]["versions"] == {"1": 1, "2": 1}
     patch = status_patch(stale, server, desired)
-    assert apply_merge_patch(server, patch) == desired
+    assert merge_patch(server, patch) == desired
 
 
 def test_status_patch_is_empty_when_both_views_agree() -> None:

@@ -1,10 +1,12 @@
-"""Small helpers every kind of test needs: a free loopback port, waiting on a condition."""
+"""Small helpers every kind of test needs: a free loopback port, waiting, stopping a child."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 from collections.abc import Callable
+from typing import Any
 
 
 def free_port() -> int:
@@ -21,3 +23,15 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0, step: float
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(step)
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds; always reaped."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

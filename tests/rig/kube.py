@@ -140,7 +140,7 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _merge_patch(target: Any, patch: Any) -> Any:
+def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386: dicts merge recursively, ``null`` deletes, anything else replaces."""
     if not isinstance(patch, dict):
         return patch
@@ -149,7 +149,7 @@ def _merge_patch(target: Any, patch: Any) -> Any:
         if value is None:
             result.pop(key, None)
         else:
-            result[key] = _merge_patch(result.get(key), value)
+            result[key] = merge_patch(result.get(key), value)
     return result
 
 
@@ -707,7 +707,7 @@ class RealisticKubernetes(kmock.KubernetesEmulator):
         patch = self._body(request)
         content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
         if content_type == "application/merge-patch+json":
-            candidate = _merge_patch(copy.deepcopy(old), patch)
+            candidate = merge_patch(copy.deepcopy(old), patch)
         elif content_type == "application/json-patch+json":
             try:
                 candidate = jsonpatch.apply_patch(copy.deepcopy(old), patch)

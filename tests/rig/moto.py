@@ -35,7 +35,7 @@ from typing import Any
 import boto3
 import requests
 
-from tests.rig.helpers import free_port
+from tests.rig.helpers import free_port, stop_process
 
 __all__ = ["ACCOUNT", "REGION", "MotoServer"]
 
@@ -77,13 +77,8 @@ class MotoServer:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            stop_process(process)
         shutil.rmtree(self._workdir, ignore_errors=True)
 
     def log_text(self) -> str:
