@@ -77,8 +77,15 @@ def run(
 
 
 def once_args(path: str, out: Path, *extra: str) -> list[str]:
-    return ["agent", "--auth-method", "token", "--path", path, "--out-dir", str(out),
-            "--health-addr", "", "--once", *extra]  # fmt: skip
+    return [
+        "agent",
+        *("--auth-method", "token"),
+        *("--path", path),
+        *("--out-dir", str(out)),
+        *("--health-addr", ""),
+        "--once",
+        *extra,
+    ]
 
 
 def test_help_documents_every_flag_and_its_environment_variable() -> None:
@@ -142,8 +149,14 @@ def test_once_configured_by_environment_alone(
 
 
 def test_once_against_unreachable_vault_fails_and_keeps_the_old_file(tmp_path: Path) -> None:
-    keyfile.write_key(tmp_path, "api_key", "previous-good-key-00000000000000", version=3,
-                      source="secret/captchaai/dev#api_key", fetched_at="t")  # fmt: skip
+    keyfile.write_key(
+        tmp_path,
+        "api_key",
+        "previous-good-key-00000000000000",
+        version=3,
+        source="secret/captchaai/dev#api_key",
+        fetched_at="t",
+    )
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     addr = f"http://127.0.0.1:{free_port()}"
     result = run(once_args("captchaai/dev", tmp_path), clean_env(VAULT_ADDR=addr, VAULT_TOKEN="x"))
@@ -178,8 +191,10 @@ def test_bad_mode_and_file_name_are_usage_errors(
 
 
 def test_missing_path_is_a_usage_error(tmp_path: Path) -> None:
-    result = run(["agent", "--auth-method", "token", "--out-dir", str(tmp_path), "--once"],
-                 clean_env(VAULT_ADDR="http://127.0.0.1:1"))  # fmt: skip
+    result = run(
+        ["agent", "--auth-method", "token", "--out-dir", str(tmp_path), "--once"],
+        clean_env(VAULT_ADDR="http://127.0.0.1:1"),
+    )
     assert result.returncode == 2
     assert "--path" in result.stderr
 
@@ -191,8 +206,14 @@ def test_running_agent_refreshes_on_sighup_and_stops_on_sigterm(
     key_path = tmp_path / "api_key"
     port = free_port()
     env = clean_env(VAULT_ADDR=openbao.addr, VAULT_TOKEN=openbao.root_token)
-    args = ["agent", "--auth-method", "token", "--path", unique_path, "--out-dir", str(tmp_path),
-            "--refresh-interval", "3600", "--health-addr", f"127.0.0.1:{port}"]  # fmt: skip
+    args = [
+        "agent",
+        *("--auth-method", "token"),
+        *("--path", unique_path),
+        *("--out-dir", str(tmp_path)),
+        *("--refresh-interval", "3600"),
+        *("--health-addr", f"127.0.0.1:{port}"),
+    ]
     process = subprocess.Popen(
         [CAPTCHAKEY, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -241,10 +262,20 @@ async def test_rotate_new_key_stdin_applies_the_agents_key_rules(
     workload.put_key("0123456789abcdef" * 2)
     await workload.create_binding("captchaai", key=key_rules)
     kubeconfig = kube.kubeconfig(tmp_path / "kubeconfig")
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "VAULT_ADDR": openbao.addr,
-           "VAULT_TOKEN": openbao.root_token}  # fmt: skip
-    command = [CAPTCHAKEY, "rotate", "--binding", "captchaai", "-n", workload.namespace,
-               "--new-key-stdin", "--timeout", "5"]  # fmt: skip
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "VAULT_ADDR": openbao.addr,
+        "VAULT_TOKEN": openbao.root_token,
+    }
+    command = [
+        CAPTCHAKEY,
+        "rotate",
+        *("--binding", "captchaai"),
+        *("-n", workload.namespace),
+        "--new-key-stdin",
+        *("--timeout", "5"),
+    ]
     result = await asyncio.to_thread(
         subprocess.run, command, input=stdin, env=env, capture_output=True, text=True, timeout=60
     )

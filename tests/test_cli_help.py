@@ -72,11 +72,8 @@ def plain_install(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(ROOT / "agent", source / "agent", ignore=shutil.ignore_patterns("__pycache__"))
     venv = scratch / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-         "--disable-pip-version-check", str(source)],
-        check=True, timeout=300,
-    )  # fmt: skip
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
+    subprocess.run([*pip, "install", "--quiet", str(source)], check=True, timeout=300)
     return venv / "bin"
 
 
@@ -84,9 +81,14 @@ def run(binary: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run from / without PYTHONPATH: only what the plain install put there is importable."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     return subprocess.run(
-        [str(binary), *args], capture_output=True, text=True, timeout=60, check=False, cwd="/",
+        [str(binary), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd="/",
         env=env,
-    )  # fmt: skip
+    )
 
 
 def test_plain_install_gives_a_working_captchakey(plain_install: Path) -> None:

@@ -41,8 +41,10 @@ def test_rotations_arrive_without_waiting_for_the_poll_interval() -> None:
     captchakey = str(Path(sys.executable).with_name("captchakey"))
     result = subprocess.run(
         [captchakey, "demo", "--rotations", "2", "--interval", "60"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "rotations propagated : 2/2" in result.stdout
 

@@ -83,8 +83,13 @@ def test_exception_and_protected_field_names(capsys: pytest.CaptureFixture[str])
 @pytest.mark.usefixtures("json_lines")
 def test_kopf_object_reference_becomes_flat_fields(capsys: pytest.CaptureFixture[str]) -> None:
     logs.configure("debug", "json")
-    ref = {"apiVersion": "captchakeys.io/v1alpha1", "kind": "CaptchaKeyBinding",
-           "name": "captchaai-dev", "namespace": "solver", "uid": "1234"}  # fmt: skip
+    ref = {
+        "apiVersion": "captchakeys.io/v1alpha1",
+        "kind": "CaptchaKeyBinding",
+        "name": "captchaai-dev",
+        "namespace": "solver",
+        "uid": "1234",
+    }
     adapter = logging.LoggerAdapter(
         logging.getLogger("kopf.objects"), {"k8s_ref": ref, "k8s_skip": False}
     )

@@ -27,8 +27,12 @@ def declared_targets() -> set[str]:
 def test_help_lists_every_target() -> None:
     result = subprocess.run(
         ["make", "--no-print-directory", "-f", str(MAKEFILE)],
-        capture_output=True, text=True, check=True, cwd=ROOT, timeout=30,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        timeout=30,
+    )
     listed = {
         match.group(1): match.group(2)
         for match in re.finditer(r"^  ([a-z-]+)\s+(\S.*)$", result.stdout, re.M)
@@ -43,9 +47,20 @@ def test_clean_removes_what_targets_create(tmp_path: Path) -> None:
     shutil.copy(MAKEFILE, tree / "Makefile")
     (tree / "scripts").mkdir()
     shutil.copy(ROOT / "scripts" / "build_images.sh", tree / "scripts" / "build_images.sh")
-    created = [".venv/bin", ".tools", "build/rootfs", ".pytest_cache", ".mypy_cache",
-               ".ruff_cache", ".import_linter_cache", "dist", "captcha_key_agent.egg-info",
-               "agent/sidecar/__pycache__", "tests/__pycache__", "scripts/__pycache__"]  # fmt: skip
+    created = [
+        ".venv/bin",
+        ".tools",
+        "build/rootfs",
+        ".pytest_cache",
+        ".mypy_cache",
+        ".ruff_cache",
+        ".import_linter_cache",
+        "dist",
+        "captcha_key_agent.egg-info",
+        "agent/sidecar/__pycache__",
+        "tests/__pycache__",
+        "scripts/__pycache__",
+    ]
     for path in created:
         (tree / path).mkdir(parents=True)
         (tree / path / "artifact").write_text("x")
@@ -53,8 +68,14 @@ def test_clean_removes_what_targets_create(tmp_path: Path) -> None:
     kept.write_text("# tracked source\n")
     # Names no image exists under, so that the real ones `make image` built stay.
     env = {**os.environ, "LOCAL_BASE_IMAGE": "localhost/captcha-key-agent-clean-test:none"}
-    subprocess.run(["make", "clean", "IMAGE_TAG=0.0.0-clean-test"], cwd=tree, env=env,
-                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    subprocess.run(
+        ["make", "clean", "IMAGE_TAG=0.0.0-clean-test"],
+        cwd=tree,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     assert [path for path in created if (tree / path).exists()] == []
     assert kept.read_text() == "# tracked source\n"
 
@@ -74,6 +95,12 @@ def test_clean_covers_everything_gitignored(tmp_path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
         made.append(path)
     env = {**os.environ, "LOCAL_BASE_IMAGE": "localhost/captcha-key-agent-clean-test:none"}
-    subprocess.run(["make", "clean", "IMAGE_TAG=0.0.0-clean-test"], cwd=tree, env=env,
-                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    subprocess.run(
+        ["make", "clean", "IMAGE_TAG=0.0.0-clean-test"],
+        cwd=tree,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     assert [str(path.relative_to(tree)) for path in made if path.exists()] == []

@@ -134,13 +134,24 @@ def test_no_sentinel_on_the_cli_stderr(fresh_openbao: OpenBaoServer, tmp_path: P
     worker = Worker(bao, "captchaai/dev")
     out, log = tmp_path / "out", tmp_path / "stderr.log"
     out.mkdir()
-    args = ["agent", "--vault-addr", bao.addr, "--auth-method", "token", "--path",
-            "captchaai/dev", "--out-dir", str(out), "--refresh-interval", "3600",
-            "--backoff-cap", "3600", "--health-addr", "", "--log-level", "debug",
-            "--log-format", "json"]  # fmt: skip
+    args = [
+        "agent",
+        *("--vault-addr", bao.addr),
+        *("--auth-method", "token"),
+        *("--path", "captchaai/dev"),
+        *("--out-dir", str(out)),
+        *("--refresh-interval", "3600"),
+        *("--backoff-cap", "3600"),
+        *("--health-addr", ""),
+        *("--log-level", "debug"),
+        *("--log-format", "json"),
+    ]
     # PYTHONPATH passes through so that the worktree's agent package is the one run.
-    env = {"PATH": "/usr/bin:/bin", "VAULT_TOKEN": worker.token,
-           "PYTHONPATH": os.environ.get("PYTHONPATH", "")}  # fmt: skip
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "VAULT_TOKEN": worker.token,
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+    }
     captchakey = str(Path(sys.executable).with_name("captchakey"))
 
     def lines() -> list[dict[str, object]]:

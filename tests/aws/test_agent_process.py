@@ -45,12 +45,20 @@ async def test_injected_environment_runs_an_aws_binding(
 ) -> None:
     role = moto.create_role([{"Action": AGENT_ACTIONS, "Resource": "*"}], TRUST)
     name, _, version = moto.create_secret(json.dumps({"api_key": KEY}), name="captchaai/proc")
-    await kube.call("POST", BINDINGS_PATH.format(ns="solver-dev"), {
-        "apiVersion": "captchakeys.io/v1alpha1", "kind": "CaptchaKeyBinding",
-        "metadata": {"name": "captchaai", "namespace": "solver-dev"},
-        "spec": {"environment": "proc", "source": "aws",
-                 "aws": {"secretId": name, "region": REGION, "roleArn": role, "field": "api_key"}},
-    })  # fmt: skip
+    await kube.call(
+        "POST",
+        BINDINGS_PATH.format(ns="solver-dev"),
+        {
+            "apiVersion": "captchakeys.io/v1alpha1",
+            "kind": "CaptchaKeyBinding",
+            "metadata": {"name": "captchaai", "namespace": "solver-dev"},
+            "spec": {
+                "environment": "proc",
+                "source": "aws",
+                "aws": {"secretId": name, "region": REGION, "roleArn": role, "field": "api_key"},
+            },
+        },
+    )
     (tmp_path / "aws-token").write_text(TOKEN)
     token = kube.issue_token("solver-dev", "solver", audience=API_AUDIENCE)
     kubeconfig = kube.kubeconfig(tmp_path / "kubeconfig", token=token)

@@ -38,8 +38,10 @@ def policies() -> dict[str, dict[str, Any]]:
 
 
 def identity_with(moto: MotoServer, policy: dict[str, Any]) -> dict[str, str]:
-    statements = [{k: v for k, v in s.items() if k not in ("Effect", "Sid")} | {"Resource": "*"}
-                  for s in policy["Statement"]]  # fmt: skip
+    statements = [
+        {k: v for k, v in s.items() if k not in ("Effect", "Sid")} | {"Resource": "*"}
+        for s in policy["Statement"]
+    ]
     return moto.create_user(f"doc-{uuid.uuid4().hex[:10]}", statements)
 
 
@@ -51,8 +53,11 @@ def reader(monkeypatch: pytest.MonkeyPatch, moto: MotoServer, keys: dict[str, st
 
 def test_the_trust_policy_allows_only_web_identity_with_aud_and_sub() -> None:
     text = DOC.read_text()
-    trust = next(json.loads(b) for b in re.findall(r"```json\n(.*?)```", text, re.S)
-                 if "sts:AssumeRoleWithWebIdentity" in b)  # fmt: skip
+    trust = next(
+        json.loads(b)
+        for b in re.findall(r"```json\n(.*?)```", text, re.S)
+        if "sts:AssumeRoleWithWebIdentity" in b
+    )
     (statement,) = trust["Statement"]
     assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
     conditions = statement["Condition"]["StringEquals"]

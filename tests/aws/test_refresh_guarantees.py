@@ -182,9 +182,11 @@ async def test_key_rules_apply_to_an_aws_key(
 
 
 async def test_without_describe_secret_the_agent_reads_the_value_each_time(
-    moto_iam: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    moto_iam: MotoServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+) -> None:
     """A role with GetSecretValue only (real IAM evaluation): refreshes still work."""
     name, _, first = moto_iam.create_secret(KEY_1)
     keys = moto_iam.create_user(

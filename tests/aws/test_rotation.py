@@ -72,10 +72,15 @@ class AwsWorkload:
             "spec": {
                 "environment": self.environment,
                 "source": "aws",
-                "aws": {"secretId": self.secret, "region": REGION, "roleArn": self.role,
-                        "field": "api_key", **aws},
+                "aws": {
+                    "secretId": self.secret,
+                    "region": REGION,
+                    "roleArn": self.role,
+                    "field": "api_key",
+                    **aws,
+                },
             },
-        }  # fmt: skip
+        }
         await self.kube.call("POST", BINDINGS_PATH.format(ns=NAMESPACE), body)
 
     async def patch(self, name: str, patch: dict[str, Any]) -> None:
@@ -196,8 +201,10 @@ async def test_rotation_rollout_and_safe_to_revoke(aws_workload: AwsWorkload) ->
     reachable = next(c for c in status["conditions"] if c["type"] == "VaultReachable")
     assert reachable["message"] == "AWS Secrets Manager answered"
     async with contextlib.AsyncExitStack() as stack:
-        fleet = [await stack.enter_async_context(aws_consumer(aws_workload, "captchaai", n))
-                 for n in range(2)]  # fmt: skip
+        fleet = [
+            await stack.enter_async_context(aws_consumer(aws_workload, "captchaai", n))
+            for n in range(2)
+        ]
         await eventually(lambda: all(held(out) == first for _, out, _ in fleet), 20)
         assert (await agent_status(fleet[0][2]))["version"] == first
         await aws_workload.wait_status(
@@ -267,9 +274,11 @@ async def test_captchakey_rotate_waits_for_the_old_id_to_be_revocable(
 
 @pytest.fixture
 def denied_workload(
-    kube: RealisticKubernetes, moto_iam: MotoServer, tmp_path: Path,
+    kube: RealisticKubernetes,
+    moto_iam: MotoServer,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[AwsWorkload]:  # fmt: skip
+) -> Iterator[AwsWorkload]:
     """An operator whose AWS identity may list secrets but not DescribeSecret (IAM enforced)."""
     workload = AwsWorkload(kube, moto_iam, tmp_path)
     moto_iam.create_secret(json.dumps({"api_key": KEY_1}), name=workload.secret)

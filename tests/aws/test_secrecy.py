@@ -41,12 +41,26 @@ def test_cli_at_debug_level_never_prints_the_key(moto: MotoServer, tmp_path: Pat
 
     def run(field: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-c", "from agent.cli import main; main()", "agent", "--once",
-             "--out-dir", str(tmp_path), "--health-addr", "", "--aws-region", REGION,
-             "--aws-endpoint-url", moto.url, "--aws-secret-id", name, "--aws-field", field,
-             "--log-level", "debug", "--log-format", "json"],
-            env=env, capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
+            [
+                sys.executable,
+                *("-c", "from agent.cli import main; main()"),
+                "agent",
+                "--once",
+                *("--out-dir", str(tmp_path)),
+                *("--health-addr", ""),
+                *("--aws-region", REGION),
+                *("--aws-endpoint-url", moto.url),
+                *("--aws-secret-id", name),
+                *("--aws-field", field),
+                *("--log-level", "debug"),
+                *("--log-format", "json"),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     first = run("api_key")
     assert first.returncode == 0, first.stderr

@@ -26,11 +26,24 @@ KEY_2 = "fedcba9876543210fedcba9876543210"
 def agent(moto: MotoServer, out: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VAULT_"))}
     return subprocess.run(
-        [sys.executable, "-c", "from agent.cli import main; main()", "agent", "--once",
-         "--out-dir", str(out), "--health-addr", "", "--aws-region", REGION,
-         "--aws-endpoint-url", moto.url, "--log-level", "error", *args],
-        env={**clean, **env}, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            *("-c", "from agent.cli import main; main()"),
+            "agent",
+            "--once",
+            *("--out-dir", str(out)),
+            *("--health-addr", ""),
+            *("--aws-region", REGION),
+            *("--aws-endpoint-url", moto.url),
+            *("--log-level", "error"),
+            *args,
+        ],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def held(out: Path) -> tuple[str, str | int | None]:
@@ -46,13 +59,15 @@ def test_default_credentials_json_field_and_labels(moto: MotoServer, tmp_path: P
     assert result.returncode == 0, result.stderr
     assert held(tmp_path) == (KEY_2, second)
     previous = ["--aws-version-stage", "AWSPREVIOUS"]
-    result = agent(moto, tmp_path, "--aws-secret-id", name, "--aws-field", "api_key", *previous,
-                   **creds)  # fmt: skip
+    result = agent(
+        moto, tmp_path, "--aws-secret-id", name, "--aws-field", "api_key", *previous, **creds
+    )
     assert result.returncode == 0, result.stderr
     assert held(tmp_path) == (KEY_1, first)
     pinned = ["--aws-version-id", second]
-    result = agent(moto, tmp_path, "--aws-secret-id", name, "--aws-field", "api_key", *pinned,
-                   **creds)  # fmt: skip
+    result = agent(
+        moto, tmp_path, "--aws-secret-id", name, "--aws-field", "api_key", *pinned, **creds
+    )
     assert held(tmp_path) == (KEY_2, second)
 
 
@@ -62,8 +77,13 @@ def test_role_from_a_token_file_and_a_plain_string(moto: MotoServer, tmp_path: P
     name, _, version = moto.create_secret(KEY_1)
     out = tmp_path / "keys"
     out.mkdir()
-    result = agent(moto, out, "--aws-secret-id", name, "--aws-role-arn", role,
-                   "--aws-token-file", str(tmp_path / "token"))  # fmt: skip
+    result = agent(
+        moto,
+        out,
+        *("--aws-secret-id", name),
+        *("--aws-role-arn", role),
+        *("--aws-token-file", str(tmp_path / "token")),
+    )
     assert result.returncode == 0, result.stderr
     assert held(out) == (KEY_1, version)
 

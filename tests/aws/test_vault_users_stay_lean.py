@@ -41,14 +41,22 @@ async def test_vault_mode_agent_never_imports_the_aws_sdk(
     out = tmp_path / "keys"
     out.mkdir()
     process = subprocess.Popen(  # noqa: ASYNC220 - one process, waited on below.
-        [sys.executable, "-c", PROGRAM, "agent", "--binding", "captchaai",
-         "--namespace", workload.namespace, "--vault-addr", workload.openbao.addr,
-         "--token-file", str(workload.token_file), "--out-dir", str(out),
-         "--health-addr", "", "--log-level", "error"],
+        [
+            sys.executable,
+            *("-c", PROGRAM),
+            "agent",
+            *("--binding", "captchaai"),
+            *("--namespace", workload.namespace),
+            *("--vault-addr", workload.openbao.addr),
+            *("--token-file", str(workload.token_file)),
+            *("--out-dir", str(out)),
+            *("--health-addr", ""),
+            *("--log-level", "error"),
+        ],
         env={**os.environ, "KUBECONFIG": str(kubeconfig)},
         stderr=subprocess.PIPE,
         text=True,
-    )  # fmt: skip
+    )
     try:
         meta = lambda: keyfile.read_metadata(out / "api_key")  # noqa: E731
         wait_until(lambda: (m := meta()) is not None and m.version == 1, timeout=60)

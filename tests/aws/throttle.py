@@ -34,9 +34,13 @@ class ThrottlingProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if proxy.throttling:
                     proxy.throttled += 1
-                    self._answer(400, {"content-type": "application/x-amz-json-1.1"},
-                                 json.dumps({"__type": "ThrottlingException",
-                                             "message": "Rate exceeded"}).encode())  # fmt: skip
+                    self._answer(
+                        400,
+                        {"content-type": "application/x-amz-json-1.1"},
+                        json.dumps(
+                            {"__type": "ThrottlingException", "message": "Rate exceeded"}
+                        ).encode(),
+                    )
                     return
                 forwarded = requests.post(
                     proxy.upstream + self.path, data=body, headers=dict(self.headers), timeout=10

@@ -29,11 +29,11 @@ def operator_config(helm: Path, *sets: str) -> OperatorConfig:
 def test_aws_values_reach_the_operator_config(helm: Path) -> None:
     config = operator_config(
         helm,
-        "--set-json", 'aws.accounts=["123456789012"]',
-        "--set", "aws.secretPrefix=teams/ckb",
-        "--set", "aws.endpointUrl=https://vpce.example",
-        "--set-json", 'aws.audiences=["sts.custom"]',
-    )  # fmt: skip
+        *("--set-json", 'aws.accounts=["123456789012"]'),
+        *("--set", "aws.secretPrefix=teams/ckb"),
+        *("--set", "aws.endpointUrl=https://vpce.example"),
+        *("--set-json", 'aws.audiences=["sts.custom"]'),
+    )
     assert config.aws == AwsConfig(
         ("123456789012",), "teams/ckb", "https://vpce.example", ("sts.custom",)
     )

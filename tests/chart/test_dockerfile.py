@@ -66,8 +66,14 @@ def stages() -> dict[str, str]:
 def test_two_targets_from_one_wheel() -> None:
     text = DOCKERFILE.read_text()
     found = stages()
-    assert list(found) == ["builder", "operator-venv", "sidecar-venv", "runtime", "sidecar",
-                           "operator"]  # fmt: skip
+    assert list(found) == [
+        "builder",
+        "operator-venv",
+        "sidecar-venv",
+        "runtime",
+        "sidecar",
+        "operator",
+    ]
     assert "ARG PYTHON_IMAGE=python:3.11-slim" in text
     assert found["builder"].startswith("${PYTHON_IMAGE}\n")
     assert "pip wheel" in found["builder"]

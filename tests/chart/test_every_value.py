@@ -46,6 +46,8 @@ CONTEXT: dict[str, tuple[str, ...]] = {
     "networkPolicy.agents.namespaces": ("networkPolicy.agents.enabled=true",),
 }
 # Changed values for leaves whose type alone does not give a valid one.
+_SYSTEM_NODES = {"key": "pool", "operator": "In", "values": ["system"]}
+_POOL = {"nodeSelectorTerms": [{"matchExpressions": [_SYSTEM_NODES]}]}
 CHANGED: dict[str, list[Any]] = {
     "global.commonLabels": [{"team": "platform"}],
     "global.commonAnnotations": [{"team": "platform"}],
@@ -63,16 +65,21 @@ CHANGED: dict[str, list[Any]] = {
     "aws.endpointUrl": ["https://vpce.example"],
     "aws.audiences": [["sts.custom"]],
     "operator.podAntiAffinity": ["hard", "none"],
-    "operator.affinity": [{"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [{"matchExpressions": [
-            {"key": "pool", "operator": "In", "values": ["system"]}]}]}}}],
+    "operator.affinity": [
+        {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": _POOL}}
+    ],
     "operator.nodeSelector": [{"pool": "system"}],
-    "operator.tolerations": [[{"key": "dedicated", "operator": "Exists",
-                               "effect": "NoSchedule"}]],
-    "operator.topologySpreadConstraints": [[{
-        "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
-        "whenUnsatisfiable": "ScheduleAnyway",
-        "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "operator"}}}]],
+    "operator.tolerations": [[{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}]],
+    "operator.topologySpreadConstraints": [
+        [
+            {
+                "maxSkew": 1,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "operator"}},
+            }
+        ]
+    ],
     "operator.priorityClassName": ["system-cluster-critical"],
     "operator.podAnnotations": [{"team": "platform"}],
     "operator.podLabels": [{"team": "platform"}],
@@ -81,8 +88,9 @@ CHANGED: dict[str, list[Any]] = {
     "operator.serviceAccount.annotations": [{"team": "platform"}],
     "webhook.excludedNamespaces": [["kube-system", "monitoring"]],
     "webhook.service.annotations": [{"team": "platform"}],
-    "webhook.tls.certManager.issuerRef": [{"kind": "ClusterIssuer", "name": "my-ca",
-                                          "group": "cert-manager.io"}],
+    "webhook.tls.certManager.issuerRef": [
+        {"kind": "ClusterIssuer", "name": "my-ca", "group": "cert-manager.io"}
+    ],
     "webhook.tls.certManager.duration": ["720h"],
     "webhook.tls.certManager.renewBefore": ["240h"],
     "sidecar.vaultCaConfigMap": ["vault-ca"],
@@ -105,7 +113,7 @@ CHANGED: dict[str, list[Any]] = {
     "environmentNamespaces": [{"prod": ["solver-prod"]}],
     "networkPolicy.agents.namespaces": [["solver-dev"]],
     "networkPolicy.agents.kubeletPeers": [[{"ipBlock": {"cidr": "10.0.0.0/16"}}]],
-}  # fmt: skip
+}
 _SUBTREES = ("resources", "podSecurityContext", "securityContext")  # changed as a whole below
 
 

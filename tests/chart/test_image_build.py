@@ -37,9 +37,14 @@ def test_make_image_builds_and_smoke_runs_both_images() -> None:
     env = {**os.environ, "IMAGE_TAG": TAG}
     try:
         result = subprocess.run(
-            ["scripts/build_images.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
-            timeout=840, check=False,
-        )  # fmt: skip
+            ["scripts/build_images.sh"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=840,
+            check=False,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         out = result.stdout
         for image in ("captcha-key-agent", "captcha-key-agent-sidecar"):
@@ -57,5 +62,6 @@ def test_make_image_builds_and_smoke_runs_both_images() -> None:
         assert megabytes(sizes["captcha-key-agent-sidecar"]) < megabytes(sizes["captcha-key-agent"])
     finally:
         for image in ("captcha-key-agent", "captcha-key-agent-sidecar"):
-            subprocess.run(["buildah", "rmi", f"localhost/{image}:{TAG}"],
-                           capture_output=True, check=False)  # fmt: skip
+            subprocess.run(
+                ["buildah", "rmi", f"localhost/{image}:{TAG}"], capture_output=True, check=False
+            )

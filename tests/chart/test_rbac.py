@@ -93,12 +93,20 @@ def test_operator_cluster_role_self_signed(render: Render) -> None:
             ("", "namespaces", ("list", "watch"), ()),
             ("kopf.dev", "clusterkopfpeerings", ("list", "watch"), ()),
             ("kopf.dev", "clusterkopfpeerings", ("get", "patch"), ("captcha-key-agent",)),
-            ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", ("get", "patch"),
-             webhook_names),
-            ("admissionregistration.k8s.io", "validatingwebhookconfigurations", ("get", "patch"),
-             webhook_names),
+            (
+                "admissionregistration.k8s.io",
+                "mutatingwebhookconfigurations",
+                ("get", "patch"),
+                webhook_names,
+            ),
+            (
+                "admissionregistration.k8s.io",
+                "validatingwebhookconfigurations",
+                ("get", "patch"),
+                webhook_names,
+            ),
         ]
-    )  # fmt: skip
+    )
 
 
 def test_operator_namespaced_role_self_signed(render: Render) -> None:

@@ -40,8 +40,12 @@ def leaf_keys(values: dict[str, Any], prefix: str = "") -> list[str]:
 def test_readme_is_up_to_date() -> None:
     result = subprocess.run(
         [sys.executable, "scripts/chart_readme.py", "--check"],
-        cwd=ROOT, capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
 
 

@@ -83,25 +83,29 @@ def run_script(bao: OpenBaoServer, *args: str) -> subprocess.CompletedProcess[st
         "HOME": str(ROOT / ".tools"),  # the CLI may write a token helper file
     }
     return subprocess.run(
-        ["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, check=False,
+        ["bash", str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
         timeout=60,
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")
 def configured(bao: OpenBaoServer, pki: tuple[Path, Path]) -> OpenBaoServer:
     ca, pub = pki
     args = (
-        "--environments", "dev,staging,prod",
-        "--worker-namespace", "solver-{env}",
-        "--worker-service-accounts", "solver,batch",
-        "--operator-namespace", "captcha-key-agent",
-        "--kubernetes-host", "https://127.0.0.1:6443",
-        "--kubernetes-ca-file", str(ca),
-        "--jwt-mount", "jwt",
-        "--jwt-pubkeys-file", str(pub),
+        *("--environments", "dev,staging,prod"),
+        *("--worker-namespace", "solver-{env}"),
+        *("--worker-service-accounts", "solver,batch"),
+        *("--operator-namespace", "captcha-key-agent"),
+        *("--kubernetes-host", "https://127.0.0.1:6443"),
+        *("--kubernetes-ca-file", str(ca)),
+        *("--jwt-mount", "jwt"),
+        *("--jwt-pubkeys-file", str(pub)),
         "--approle",
-    )  # fmt: skip
+    )
     for attempt in (1, 2):  # idempotent: the second run must succeed too
         result = run_script(bao, *args)
         assert result.returncode == 0, f"run {attempt}:\n{result.stderr}"

@@ -112,8 +112,10 @@ def test_webhook_service_targets_the_operator_port(render: Render) -> None:
     ]
     deployment = one(docs, "Deployment", "captcha-key-agent-operator")
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
-    ports = {p["name"]: p["containerPort"] for p in deployment["spec"]["template"]["spec"]
-             ["containers"][0]["ports"]}  # fmt: skip
+    ports = {
+        p["name"]: p["containerPort"]
+        for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
     assert ports == {"webhook": 8443, "health": 8080, "metrics": 9090}
     metrics = one(docs, "Service", "captcha-key-agent-metrics")
     assert metrics["spec"]["ports"][0]["port"] == 9090

@@ -92,8 +92,14 @@ def test_injection_and_rotation_on_a_real_cluster(cluster: client.ApiClient) -> 
         assert [c.name for c in running.spec.init_containers] == ["captcha-key-agent"]
         assert _read_key(core, namespace, pod) == first
         result = subprocess.run(
-            [str(Path(sys.executable).with_name("captchakey")), "rotate", "--binding", name,
-             "-n", namespace, "--new-key-stdin", "--timeout", "120"],
+            [
+                str(Path(sys.executable).with_name("captchakey")),
+                "rotate",
+                *("--binding", name),
+                *("-n", namespace),
+                "--new-key-stdin",
+                *("--timeout", "120"),
+            ],
             input=second,
             capture_output=True,
             text=True,
@@ -103,7 +109,7 @@ def test_injection_and_rotation_on_a_real_cluster(cluster: client.ApiClient) -> 
                 "VAULT_ADDR": os.environ["CAPTCHAKEY_E2E_VAULT_ADDR"],
                 "VAULT_TOKEN": os.environ["CAPTCHAKEY_E2E_VAULT_TOKEN"],
             },
-        )  # fmt: skip
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         assert "is safe to revoke" in result.stdout
         assert _read_key(core, namespace, pod) == second

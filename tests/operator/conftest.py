@@ -63,19 +63,24 @@ async def webhook_configurations(kube: RealisticKubernetes, minor: int = 31) -> 
     version = {**KUBERNETES_VERSION, "minor": str(minor), "gitVersion": f"v1.{minor}.0"}
     for path in ("/version", "/version/"):  # the official client asks for the latter.
         kube[f"get {path}"] << version
+    service = {"name": "captcha-key-agent-webhook", "namespace": OPERATOR_NS}
+    webhook = {
+        "name": "pods.captchakeys.io",
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"],
+        "clientConfig": {"service": service},
+    }
     for kind, path in (
         ("MutatingWebhookConfiguration", "mutatingwebhookconfigurations"),
         ("ValidatingWebhookConfiguration", "validatingwebhookconfigurations"),
     ):
-        await kube.call("POST", f"/apis/admissionregistration.k8s.io/v1/{path}", {
+        body = {
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": kind,
             "metadata": {"name": WEBHOOKS[0]},
-            "webhooks": [{"name": "pods.captchakeys.io", "sideEffects": "None",
-                          "admissionReviewVersions": ["v1"],
-                          "clientConfig": {"service": {"name": "captcha-key-agent-webhook",
-                                                       "namespace": OPERATOR_NS}}}],
-        })  # fmt: skip
+            "webhooks": [webhook],
+        }
+        await kube.call("POST", f"/apis/admissionregistration.k8s.io/v1/{path}", body)
 
 
 @pytest.fixture

@@ -310,8 +310,11 @@ def binding(case: Case) -> dict[str, Any]:
         "spec": {"environment": "dev", "vault": {"auth": {"role": "captcha-worker-dev"}}},
     }
     if case.also.get("spec.source") == "aws":  # a complete AWS source, then the case's changes
-        body["spec"]["aws"] = {"secretId": "captchaai/{environment}", "region": "eu-west-1",
-                               "roleArn": ROLE_ARN}  # fmt: skip
+        body["spec"]["aws"] = {
+            "secretId": "captchaai/{environment}",
+            "region": "eu-west-1",
+            "roleArn": ROLE_ARN,
+        }
     for where, value in [*case.also.items(), (case.field, case.value)]:
         if where:
             put(body, where, value)

@@ -37,8 +37,14 @@ CAPTCHAKEY = str(Path(sys.executable).with_name("captchakey"))
 def hook_args() -> list[str]:
     """The test pod's container arguments, as the chart renders them."""
     helm = load_script("fetch_helm").fetch_helm(ROOT / ".tools")
-    rendered = run_helm(helm, "template", "captcha-key-agent", str(CHART), "-n", "captcha-system",
-                        "--show-only", "templates/tests/test-webhook.yaml")  # fmt: skip
+    rendered = run_helm(
+        helm,
+        "template",
+        "captcha-key-agent",
+        str(CHART),
+        *("-n", "captcha-system"),
+        *("--show-only", "templates/tests/test-webhook.yaml"),
+    )
     assert rendered.returncode == 0, rendered.stderr
     pod = yaml.safe_load(rendered.stdout)
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
@@ -61,8 +67,11 @@ def localized(args: list[str], base_url: str, ca_file: Path) -> list[str]:
 def check(args: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [CAPTCHAKEY, *args, "--timeout", "5"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 async def test_hook_command_passes_against_a_running_operator(

@@ -583,8 +583,10 @@ def test_quantities_in_other_spellings_still_count_as_guaranteed() -> None:
         (
             {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
             {"cpu": "70m", "memory": "77Mi"},
-            {"requests": {"cpu": "1070m", "memory": str(2**30 + 77 * 2**20)},
-             "limits": {"cpu": "1070m", "memory": str(2**30 + 77 * 2**20)}},
+            {
+                "requests": {"cpu": "1070m", "memory": str(2**30 + 77 * 2**20)},
+                "limits": {"cpu": "1070m", "memory": str(2**30 + 77 * 2**20)},
+            },
         ),
         (
             {"requests": {"cpu": "500m"}},
@@ -593,7 +595,7 @@ def test_quantities_in_other_spellings_still_count_as_guaranteed() -> None:
         ),
     ],
     ids=["guaranteed", "burstable"],
-)  # fmt: skip
+)
 def test_pod_level_resources_grow_by_the_agents_and_keep_the_class(
     pod_level: dict[str, Any], agent_requests: dict[str, str], grown: dict[str, Any]
 ) -> None:

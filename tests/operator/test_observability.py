@@ -147,8 +147,14 @@ def test_every_metric_is_documented_with_type_and_labels() -> None:
 def test_every_agent_metric_is_documented_with_type_and_labels() -> None:
     """The agent's own exposition (every family present) against the doc's agent table."""
     metrics = AgentMetrics()
-    state = {"version": 3, "desiredVersion": 3, "lastSuccess": 1.0,
-             "consecutiveFailures": 0, "ready": True, "metadataAccess": 1}  # fmt: skip
+    state = {
+        "version": 3,
+        "desiredVersion": 3,
+        "lastSuccess": 1.0,
+        "consecutiveFailures": 0,
+        "ready": True,
+        "metadataAccess": 1,
+    }
     metrics.follow(lambda: state)
     metrics.failures.labels("VaultUnavailable").inc()
     metrics.write_failures.labels("ENOSPC").inc()

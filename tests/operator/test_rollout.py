@@ -165,8 +165,10 @@ async def test_end_to_end_rotation_reaches_the_application(
     assert status["rollout"]["consumers"] == 1
     assert status["rollout"]["upToDate"] == 1
     assert status["rollout"]["versions"] == {"2": 1}
-    history = {("Normal", r) for r in ("VersionChanged", "RotationRequested", "RolloutComplete",
-                                      "SafeToRevoke")}  # fmt: skip
+    history = {
+        ("Normal", r)
+        for r in ("VersionChanged", "RotationRequested", "RolloutComplete", "SafeToRevoke")
+    }
     events = await wait_events(workload, history)
     changes = [e["message"] for e in events if e["reason"] == "VersionChanged"]
     assert any("version 1 -> 2" in m for m in changes), changes
@@ -294,10 +296,20 @@ async def test_rotate_command_transcript(
     async with consumers(workload, tmp_path, 3):
         await wait_status(workload, lambda s: (s.get("rollout") or {}).get("upToDate") == 3)
         captchakey = str(Path(sys.executable).with_name("captchakey"))
-        command = [captchakey, "rotate", "--binding", "captchaai",
-                   "-n", workload.namespace, "--new-key-stdin", "--timeout", "30"]  # fmt: skip
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "VAULT_ADDR": workload.openbao.addr,
-               "VAULT_TOKEN": workload.openbao.root_token}  # fmt: skip
+        command = [
+            captchakey,
+            "rotate",
+            *("--binding", "captchaai"),
+            *("-n", workload.namespace),
+            "--new-key-stdin",
+            *("--timeout", "30"),
+        ]
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "VAULT_ADDR": workload.openbao.addr,
+            "VAULT_TOKEN": workload.openbao.root_token,
+        }
         process = await asyncio.create_subprocess_exec(
             *command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
@@ -371,9 +383,11 @@ async def test_failing_consumers_are_named_with_the_reason_their_agent_reports(
         await delete_pod(workload, "solver-broken")
         status = await wait_status(
             workload,
-            lambda s: any(c["type"] == "ConsumersHealthy" and c["status"] == "True"
-                          for c in s.get("conditions", [])),
-        )  # fmt: skip
+            lambda s: any(
+                c["type"] == "ConsumersHealthy" and c["status"] == "True"
+                for c in s.get("conditions", [])
+            ),
+        )
         assert status["rollout"]["failing"] == []
         assert "failing-key-version" not in json.dumps(status)
 
@@ -405,10 +419,11 @@ async def test_consumers_failing_for_different_reasons_are_each_named(
     refused_port, read_only_port = free_port(), free_port()
     with read_only_tmpfs(tmp_path / "read-only") as read_only:
         async with (
-            running_agent(intruder, "captchaai", tmp_path / "refused",
-                          health=("127.0.0.1", refused_port)),
+            running_agent(
+                intruder, "captchaai", tmp_path / "refused", health=("127.0.0.1", refused_port)
+            ),
             running_agent(workload, "captchaai", read_only, health=("127.0.0.1", read_only_port)),
-        ):  # fmt: skip
+        ):
             await create_consumer_pod(workload, "solver-refused", refused_port, "captchaai")
             await create_consumer_pod(workload, "solver-read-only", read_only_port, "captchaai")
             status = await wait_status(

@@ -212,9 +212,14 @@ def test_vault_token_file_like_the_vault_cli(
     asyncio.run(workload.create_binding("captchaai"))
     (home / ".vault-token").write_text(workload.openbao.root_token + "\n")
     result = captchakey(
-        "--binding", "captchaai", "--kubeconfig", str(rig_config), "--new-key-stdin",
-        "--timeout", "1", home=home, stdin=NEW_KEY, VAULT_ADDR=workload.openbao.addr,
-    )  # fmt: skip
+        *("--binding", "captchaai"),
+        *("--kubeconfig", str(rig_config)),
+        "--new-key-stdin",
+        *("--timeout", "1"),
+        home=home,
+        stdin=NEW_KEY,
+        VAULT_ADDR=workload.openbao.addr,
+    )
     assert f"stored a new key at secret/{workload.path} as version 2" in result.stdout, (
         result.stdout + result.stderr
     )
@@ -231,10 +236,16 @@ def test_vault_namespace_receives_the_key(home: Path, workload: Workload, rig_co
     inside.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
     asyncio.run(workload.create_binding("captchaai"))
     result = captchakey(
-        "--binding", "captchaai", "--kubeconfig", str(rig_config), "--new-key-stdin",
-        "--vault-namespace", namespace, "--timeout", "1", home=home, stdin=NEW_KEY,
-        VAULT_ADDR=workload.openbao.addr, VAULT_TOKEN=workload.openbao.root_token,
-    )  # fmt: skip
+        *("--binding", "captchaai"),
+        *("--kubeconfig", str(rig_config)),
+        "--new-key-stdin",
+        *("--vault-namespace", namespace),
+        *("--timeout", "1"),
+        home=home,
+        stdin=NEW_KEY,
+        VAULT_ADDR=workload.openbao.addr,
+        VAULT_TOKEN=workload.openbao.root_token,
+    )
     assert "as version 1" in result.stdout, result.stdout + result.stderr
     assert _read(inside, workload.path) == NEW_KEY
     with pytest.raises(hvac.exceptions.InvalidPath):

@@ -41,9 +41,13 @@ def key_for(version: int) -> str:
 def write(directory: Path, version: int, *, name: str = "api_key") -> str:
     key = key_for(version)
     keyfile.write_key(
-        directory, name, key, version=version, source="secret/captchaai/dev#api_key",
+        directory,
+        name,
+        key,
+        version=version,
+        source="secret/captchaai/dev#api_key",
         fetched_at="2026-01-01T00:00:00+00:00",
-    )  # fmt: skip
+    )
     return key
 
 
@@ -201,8 +205,9 @@ def _kubelet_publish(directory: Path, version: int, stamp: int) -> None:
     """Write one payload the way the kubelet's AtomicWriter does, and swap ``..data``."""
     payload = directory / f"..2026_01_01_00_00_{stamp:02d}.{version}"
     payload.mkdir()
-    keyfile.write_key(payload, "api_key", key_for(version), version=version, source="s",
-                      fetched_at="t")  # fmt: skip
+    keyfile.write_key(
+        payload, "api_key", key_for(version), version=version, source="s", fetched_at="t"
+    )
     tmp_link = directory / "..data_tmp"
     tmp_link.symlink_to(payload.name)
     os.replace(tmp_link, directory / "..data")

@@ -55,8 +55,14 @@ class AgentProcess:
     ):
         self.port = free_port()
         self.log = log
-        command = [*prefix, CAPTCHAKEY, "agent", *args, "--health-addr",
-                   f"127.0.0.1:{self.port}", "--log-format", "json"]  # fmt: skip
+        command = [
+            *prefix,
+            CAPTCHAKEY,
+            "agent",
+            *args,
+            *("--health-addr", f"127.0.0.1:{self.port}"),
+            *("--log-format", "json"),
+        ]
         with log.open("w") as stderr:
             self.process = subprocess.Popen(command, env=env, stderr=stderr)
 

@@ -88,8 +88,9 @@ def audited(tmp_path: Path) -> Iterator[tuple[OpenBaoServer, Audit]]:
         yield bao, Audit(log)
 
 
-async def test_agent_writes_the_key_at_start(openbao: OpenBaoServer, unique_path: str,
-                                             tmp_path: Path) -> None:  # fmt: skip
+async def test_agent_writes_the_key_at_start(
+    openbao: OpenBaoServer, unique_path: str, tmp_path: Path
+) -> None:
     openbao.put_key(unique_path, KEY_1)
     agent = make_agent(openbao, unique_path, tmp_path)
     assert not agent.ready

@@ -165,8 +165,14 @@ async def test_rejected_token_keeps_the_last_good_key(
 ) -> None:
     out = tmp_path / "keys"
     out.mkdir()
-    keyfile.write_key(out, "api_key", "previous-key-666666666666666666",
-                      version=1, source="earlier", fetched_at="then")  # fmt: skip
+    keyfile.write_key(
+        out,
+        "api_key",
+        "previous-key-666666666666666666",
+        version=1,
+        source="earlier",
+        fetched_at="then",
+    )
     workload.put_key("unreachable-key-7777777777777777")
     workload.kube.revoke_token(workload.token_file.read_text())
     await workload.create_binding("captchaai")
@@ -230,8 +236,9 @@ async def test_binding_key_rules_refuse_a_bad_key_and_keep_the_good_one(
         assert not (out / "api_key").exists()  # nothing wrong is ever written.
 
         version = workload.put_key(good)
-        await workload.patch_binding("captchaai", {"status": {"currentVersion": version}},
-                                     status=True)  # fmt: skip
+        await workload.patch_binding(
+            "captchaai", {"status": {"currentVersion": version}}, status=True
+        )
         await eventually(lambda: held(out) == 2)
         assert (out / "api_key").read_text() == good
 

@@ -56,8 +56,14 @@ KEY_3 = "3" * 32
 
 
 def args(path: str, out: Path, *extra: str) -> list[str]:
-    return ["--auth-method", "token", "--path", path, "--out-dir", str(out),
-            "--refresh-interval", "3600", "--backoff-cap", "1", *extra]  # fmt: skip
+    return [
+        *("--auth-method", "token"),
+        *("--path", path),
+        *("--out-dir", str(out)),
+        *("--refresh-interval", "3600"),
+        *("--backoff-cap", "1"),
+        *extra,
+    ]
 
 
 def root_env(bao: OpenBaoServer) -> dict[str, str]:
@@ -98,8 +104,10 @@ def test_full_volume_keeps_the_key_and_writes_the_next_that_fits(
     openbao: OpenBaoServer, unique_path: str, tmp_path: Path
 ) -> None:
     openbao.put_key(unique_path, KEY_1)
-    with small_tmpfs() as out, running(args(unique_path, out), root_env(openbao),
-                                       tmp_path / "log") as agent:  # fmt: skip
+    with (
+        small_tmpfs() as out,
+        running(args(unique_path, out), root_env(openbao), tmp_path / "log") as agent,
+    ):
         wait_until(lambda: agent.status().get("version") == 1, timeout=20)
         good = snapshot(out)
         fill(out / "filler")
@@ -118,8 +126,10 @@ def test_read_only_volume_keeps_the_key_until_it_is_writable_again(
     openbao: OpenBaoServer, unique_path: str, tmp_path: Path
 ) -> None:
     openbao.put_key(unique_path, KEY_1)
-    with small_tmpfs() as out, running(args(unique_path, out), root_env(openbao),
-                                       tmp_path / "log") as agent:  # fmt: skip
+    with (
+        small_tmpfs() as out,
+        running(args(unique_path, out), root_env(openbao), tmp_path / "log") as agent,
+    ):
         wait_until(lambda: agent.status().get("version") == 1, timeout=20)
         good = snapshot(out)
         remount(out, "ro")
@@ -172,8 +182,9 @@ def test_permission_denied_for_the_agents_user(
     out = tmp_path / "keys"
     out.mkdir()
     log = tmp_path / "log"
-    with running(args(unique_path, out), root_env(openbao), log,
-                 prefix=WITHOUT_ROOT_POWERS) as agent:  # fmt: skip
+    with running(
+        args(unique_path, out), root_env(openbao), log, prefix=WITHOUT_ROOT_POWERS
+    ) as agent:
         wait_until(lambda: agent.status().get("version") == 1 or not agent.alive(), timeout=20)
         assert agent.alive(), log.read_text()
         good = snapshot(out)
@@ -191,9 +202,17 @@ def test_disk_quota_exhausted(openbao: OpenBaoServer, unique_path: str, tmp_path
     directory = tmp_path / "quota"
     directory.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,usrquota,usrquota_block_hardlimit=8k", "tmpfs",
-         str(directory)], capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            "mount",
+            *("-t", "tmpfs"),
+            *("-o", "size=1m,usrquota,usrquota_block_hardlimit=8k"),
+            "tmpfs",
+            str(directory),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if mounted.returncode != 0:
         pytest.skip(
             "EDQUOT cannot be made here: this kernel's tmpfs refuses quota options "
@@ -202,13 +221,20 @@ def test_disk_quota_exhausted(openbao: OpenBaoServer, unique_path: str, tmp_path
         )
     try:
         openbao.put_key(unique_path, KEY_1)
-        with running(args(unique_path, directory), root_env(openbao), tmp_path / "log",
-                     prefix=WITHOUT_ROOT_POWERS) as agent:  # fmt: skip
+        with running(
+            args(unique_path, directory),
+            root_env(openbao),
+            tmp_path / "log",
+            prefix=WITHOUT_ROOT_POWERS,
+        ) as agent:
             wait_until(lambda: agent.status().get("version") == 1, timeout=20)
             good = snapshot(directory)
-            filled = subprocess.run([*WITHOUT_ROOT_POWERS, "dd", "if=/dev/zero",
-                                     f"of={directory}/filler", "bs=4k"],
-                                    capture_output=True, text=True, check=False)  # fmt: skip
+            filled = subprocess.run(
+                [*WITHOUT_ROOT_POWERS, "dd", "if=/dev/zero", f"of={directory}/filler", "bs=4k"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             assert "quota" in filled.stderr.lower(), filled.stderr
             openbao.put_key(unique_path, KEY_2)
             agent.hup()
@@ -223,14 +249,16 @@ def test_once_on_a_full_volume_exits_1_with_one_line(
     openbao.put_key(unique_path, KEY_1)
     with small_tmpfs() as out:
         once = [CAPTCHAKEY, "agent", *args(unique_path, out), "--health-addr", "", "--once"]
-        first = subprocess.run(once, env=root_env(openbao), capture_output=True, text=True,
-                               timeout=60)  # fmt: skip
+        first = subprocess.run(
+            once, env=root_env(openbao), capture_output=True, text=True, timeout=60
+        )
         assert first.returncode == 0, first.stderr
         good = snapshot(out)
         fill(out / "filler")
         openbao.put_key(unique_path, KEY_2)
-        result = subprocess.run(once, env=root_env(openbao), capture_output=True, text=True,
-                                timeout=60)  # fmt: skip
+        result = subprocess.run(
+            once, env=root_env(openbao), capture_output=True, text=True, timeout=60
+        )
         assert result.returncode == 1
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         last = lines[-1]
@@ -284,8 +312,7 @@ def test_once_reads_a_recreated_secret_again(
     once = [CAPTCHAKEY, "agent", *args(unique_path, tmp_path), "--health-addr", "", "--once"]
     assert subprocess.run(once, env=root_env(openbao), timeout=60, check=False).returncode == 0
     recreate(openbao, unique_path, KEY_2)
-    result = subprocess.run(once, env=root_env(openbao), capture_output=True, text=True,
-                            timeout=60)  # fmt: skip
+    result = subprocess.run(once, env=root_env(openbao), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "api_key").read_text() == KEY_2
     assert "was re-created" in result.stderr
@@ -319,8 +346,11 @@ def test_metadata_access_is_reprobed_and_the_cheap_path_comes_back(
         assert policy in warning[0]["message"]  # the token's policies are named.
 
         def reads(operation: str) -> float:
-            value = agent.metric("captchakey_agent_vault_request_duration_seconds_count",
-                                 operation=operation, outcome="ok")  # fmt: skip
+            value = agent.metric(
+                "captchakey_agent_vault_request_duration_seconds_count",
+                operation=operation,
+                outcome="ok",
+            )
             return value or 0.0
 
         data_reads = reads("read")
@@ -376,8 +406,10 @@ def test_recovers_within_30_seconds_of_vault_at_default_backoff(
         wait_until(lambda: _put(bao, "captchaai/dev", KEY_2), timeout=20, step=0.2)
         wait_until(lambda: (out / "api_key").read_text() == KEY_2, timeout=90)
         recovery = time.monotonic() - back
-        print(f"\nrecovered {recovery:.1f} s after Vault returned "
-              f"(after {failures_before}+ failures at the default backoff cap)")  # fmt: skip
+        print(
+            f"\nrecovered {recovery:.1f} s after Vault returned "
+            f"(after {failures_before}+ failures at the default backoff cap)"
+        )
         scheduled = [
             entry["retry_in"]
             for entry in agent.logged("key refresh failed")
@@ -447,8 +479,11 @@ def test_bad_key_in_vault_is_refused_and_the_last_good_key_stays(
         assert snapshot(out) == good
 
         def reads() -> float | None:
-            return agent.metric("captchakey_agent_vault_request_duration_seconds_count",
-                                operation="read", outcome="ok")  # fmt: skip
+            return agent.metric(
+                "captchakey_agent_vault_request_duration_seconds_count",
+                operation="read",
+                outcome="ok",
+            )
 
         def failures() -> int:
             return int(agent.status().get("consecutiveFailures") or 0)
@@ -471,8 +506,7 @@ def test_once_refuses_a_bad_key_with_one_line(
 ) -> None:
     openbao.put_key(unique_path, KEY_1 + "\n" + KEY_2)
     once = [CAPTCHAKEY, "agent", *args(unique_path, tmp_path), "--health-addr", "", "--once"]
-    result = subprocess.run(once, env=root_env(openbao), capture_output=True, text=True,
-                            timeout=60)  # fmt: skip
+    result = subprocess.run(once, env=root_env(openbao), capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("Error: the key in field 'api_key'")
     assert "Traceback" not in result.stderr
@@ -486,12 +520,22 @@ def test_key_format_and_max_length_flags(
 ) -> None:
     openbao.put_key(unique_path, "Not-A-CaptchaAI-Key")
     base = [CAPTCHAKEY, "agent", *args(unique_path, tmp_path), "--health-addr", "", "--once"]
-    refused = subprocess.run([*base, "--key-format", "captchaai"], env=root_env(openbao),
-                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    refused = subprocess.run(
+        [*base, "--key-format", "captchaai"],
+        env=root_env(openbao),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode == 1
     assert "not in the 'captchaai' format" in refused.stderr
-    short = subprocess.run([*base, "--key-max-length", "8"], env=root_env(openbao),
-                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    short = subprocess.run(
+        [*base, "--key-max-length", "8"],
+        env=root_env(openbao),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert short.returncode == 1
     assert "more than the maximum of 8" in short.stderr
     fine = subprocess.run(base, env=root_env(openbao), capture_output=True, text=True, timeout=60)
@@ -537,8 +581,9 @@ def test_approle_token_is_replaced_before_its_max_ttl(
     role = approle_for(openbao, unique_path, token_ttl="4s", token_max_ttl="8s")
     out = tmp_path / "keys"
     out.mkdir()
-    env = agent_env(VAULT_ADDR=openbao.addr, VAULT_ROLE_ID=role.role_id,
-                    VAULT_SECRET_ID=role.secret_id)  # fmt: skip
+    env = agent_env(
+        VAULT_ADDR=openbao.addr, VAULT_ROLE_ID=role.role_id, VAULT_SECRET_ID=role.secret_id
+    )
     approle = args(unique_path, out, "--auth-mount", role.mount)
     approle[approle.index("token")] = "approle"
     with running(approle, env, tmp_path / "log") as agent:

@@ -86,8 +86,13 @@ def test_running_agent_exposes_its_metrics_and_never_the_key(
     out = tmp_path / "keys"
     out.mkdir()
     env = agent_env(VAULT_ADDR=openbao.addr, VAULT_TOKEN=token)
-    arguments = ["--auth-method", "token", "--path", unique_path, "--out-dir", str(out),
-                 "--refresh-interval", "3600", "--backoff-cap", "1"]  # fmt: skip
+    arguments = [
+        *("--auth-method", "token"),
+        *("--path", unique_path),
+        *("--out-dir", str(out)),
+        *("--refresh-interval", "3600"),
+        *("--backoff-cap", "1"),
+    ]
     with running(arguments, env, tmp_path / "log") as agent:
         wait_until(lambda: agent.status().get("version") == 1, timeout=20)
         text = agent.scrape()
