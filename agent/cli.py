@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from agent import __version__, keyfile, keyrules
-from agent.binding_policy import POLICY_ENV_ADDRESSES, POLICY_ENV_ALLOW_HTTP, POLICY_ENV_AUDIENCES
+from agent.binding.policy import POLICY_ENV_ADDRESSES, POLICY_ENV_ALLOW_HTTP, POLICY_ENV_AUDIENCES
 
 _LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"])
 
@@ -383,9 +383,10 @@ def agent_command(**options: Any) -> None:
     file only when it changed. While Vault fails, the last good key stays in place.
     """
     with _needs_extra("agent", "agent"):
-        from agent import logs
         from agent.keysource import KeySource, SourceRef
-        from agent.sidecar import Backoff, KeyAgent, KeyRefresher, KeyTarget
+        from agent.runtime import logs
+        from agent.runtime.backoff import Backoff
+        from agent.sidecar import KeyAgent, KeyRefresher, KeyTarget
         from agent.sidecar.metrics import AgentMetrics
         from agent.sidecar.standalone import run_until_signalled
         from agent.vault import SecretRef, VaultClient, VaultError, auth_from_settings
@@ -498,11 +499,11 @@ def _run_binding_agent(options: dict[str, Any]) -> None:
     # uses it), and kopf imports it when it can: 10+ MiB of RSS in every pod for nothing.
     # Making it unimportable before kopf loads keeps the sidecar lean.
     sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
-    from agent.binding_policy import VaultPolicy
+    from agent.binding.policy import VaultPolicy
 
     with _needs_extra("agent", "agent"), _no_collection_while_importing():
-        from agent.sidecar import Backoff
-        from agent.sidecar.binding import AgentDefaults, BindingAgent, run_binding_agent
+        from agent.runtime.backoff import Backoff
+        from agent.sidecar.watcher import AgentDefaults, BindingAgent, run_binding_agent
 
     namespace = options["namespace"] or _service_account_namespace()
     policy = VaultPolicy.from_lists(
@@ -590,9 +591,9 @@ def operator_command(
 ) -> None:
     """Serve the webhooks and keep every CaptchaKeyBinding's status."""
     with _needs_extra("operator", "operator"):
-        from agent import logs
         from agent.operator.app import run_operator
         from agent.operator.config import ConfigError, OperatorConfig
+        from agent.runtime import logs
 
     try:
         config = OperatorConfig.load(config_path)
@@ -658,8 +659,8 @@ def rotate_command(binding: str | None, environment: str | None, namespace: str 
     if bool(binding) == bool(environment):
         raise click.UsageError("name exactly one of --binding or --environment")
     with _needs_extra("rotate", "operator"):
-        from agent.binding import BindingSpec, InvalidBindingError
-        from agent.operator.rotate import (
+        from agent.binding.model import BindingSpec, InvalidBindingError
+        from agent.rotation import (
             RotateError,
             api_errors,
             connect,

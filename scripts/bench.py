@@ -63,7 +63,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent import keyfile  # noqa: E402
-from agent.demo import _bao_binary  # noqa: E402
+from agent.devvault import bao_binary  # noqa: E402
 from agent.reader import KeyReader  # noqa: E402
 from tests.operator.conftest import OPERATOR_NS, operator_on_loopback  # noqa: E402
 from tests.rig.helpers import free_port, stop_process, wait_until  # noqa: E402
@@ -248,7 +248,7 @@ def bao_agent(
     log = workload.tmp / f"{name}-bao.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [_bao_binary(), "agent", f"-config={config}", "-log-level=warn"],
+            [bao_binary(), "agent", f"-config={config}", "-log-level=warn"],
             stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "HOME": str(workload.tmp)},
         )  # fmt: skip
     try:
@@ -766,7 +766,7 @@ IMPORT_STAGES = (
     ("+ aiohttp", "import aiohttp, aiohttp.web"),
     ("+ kopf", "import kopf"),
     ("+ hvac, requests", "import hvac"),
-    ("+ the agent's own modules", "import agent.sidecar.binding"),
+    ("+ the agent's own modules", "import agent.sidecar.watcher"),
 )
 _STAGE = """
 import sys, time, gc

@@ -2,7 +2,7 @@
 """Regenerate what ``make manifests`` owns, or check it for drift.
 
 - ``manifests/crds/captchakeys.io_captchakeybindings.yaml``: its ``spec`` schema is
-  written from ``agent/binding_schema.py`` (the one set of rules the webhook and the key
+  written from ``agent/binding/schema.py`` (the one set of rules the webhook and the key
   agent check too); the rest of the file (names, printer columns, status) is edited there;
 - ``charts/captcha-key-agent/files/crds/``: a byte copy of ``manifests/crds/``, which the
   chart installs;
@@ -59,7 +59,7 @@ CRD_HEADER = """\
 # CaptchaKeyBinding: which CaptchaAI key (environment, Vault path, auth) the pods that name
 # this binding receive, how often their key agent re-checks it, and the file it is written to.
 # `make manifests` writes spec.versions[0].schema.openAPIV3Schema.properties.spec from
-# agent/binding_schema.py (the rules the validating webhook and the key agent check too):
+# agent/binding/schema.py (the rules the validating webhook and the key agent check too):
 # change the rules there. Edit the rest here. The chart gets a byte copy; tests fail on drift.
 """
 
@@ -67,7 +67,7 @@ CRD_HEADER = """\
 def render_crd() -> str:
     """The binding CRD with its spec schema taken from the one source of rules."""
     sys.path.insert(0, str(ROOT))
-    from agent.binding_schema import crd_schema
+    from agent.binding.schema import crd_schema
 
     path = ROOT / "manifests" / "crds" / CRD_NAME
     doc: dict[str, Any] = yaml.safe_load(path.read_text())

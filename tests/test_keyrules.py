@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from agent import keyrules
-from agent.binding import BindingSpec, InvalidBindingError
+from agent.binding.model import BindingSpec, InvalidBindingError
 from agent.keyrules import KeyRejectedError, KeyRules, check_key
 
 WHERE = "field 'api_key' of \"secret/data/captchaai/prod\""

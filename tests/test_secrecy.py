@@ -9,7 +9,7 @@ Covers:
   the metadata file, or in the /status JSON served by ``serve_health``;
 - the CLI subprocess with JSON logs at debug level, through the same sequence (the
   rotation and each failure pushed with SIGHUP): no sentinel on its stderr;
-- ``agent.logs`` redaction: a registered secret is scrubbed from a formatted line, from
+- ``agent.runtime.logs`` redaction: a registered secret is scrubbed from a formatted line, from
   message args and from exception text, in JSON and text formats.
 """
 
@@ -28,9 +28,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from agent import keyfile, logs
+from agent import keyfile
 from agent.reader import KeyReader
-from agent.sidecar import Backoff, KeyAgent, KeyRefresher, KeyTarget, serve_health
+from agent.runtime import logs
+from agent.runtime.backoff import Backoff
+from agent.sidecar import KeyAgent, KeyRefresher, KeyTarget, serve_health
 from agent.vault import SecretRef, TokenAuth, VaultClient, VaultError
 from tests.rig.helpers import free_port, wait_until
 from tests.rig.openbao import OpenBaoServer

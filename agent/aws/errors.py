@@ -11,7 +11,7 @@ action and the role, never a credential or the key.
 
 from __future__ import annotations
 
-from agent import agentstatus
+from agent.contract import agentstatus
 from agent.vault.errors import (
     AuthenticationError,
     PermissionDeniedError,

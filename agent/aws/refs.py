@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.contract import pod
+
 __all__ = [
     "DEFAULT_AUDIENCE",
     "DEFAULT_STAGE",
@@ -26,9 +28,9 @@ __all__ = [
 ]
 
 DEFAULT_STAGE = "AWSCURRENT"
-DEFAULT_AUDIENCE = "sts.amazonaws.com"  # what EKS IRSA's trust policies expect.
 # The projected, audience-bound token the webhook mounts into the agent for AWS only.
-DEFAULT_TOKEN_FILE = Path("/var/run/secrets/captchakeys/aws/token")
+DEFAULT_AUDIENCE = pod.DEFAULT_AWS_AUDIENCE
+DEFAULT_TOKEN_FILE = pod.AWS_TOKEN_FILE
 
 # Patterns shared by the binding's validation and the CRD (keep them equal).
 REGION_PATTERN = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d{1,2}$")

@@ -20,16 +20,12 @@ from typing import Any
 
 import kopf
 
-from agent.binding import GROUP, PLURAL, VERSION, InvalidBindingError
+from agent.binding.model import GROUP, PLURAL, VERSION, InvalidBindingError
+from agent.contract.pod import ANNOTATION_BINDING, INJECT_LABEL
+from agent.kube import KubeApi
 from agent.operator import tls
 from agent.operator.config import OperatorConfig
-from agent.operator.injection import (
-    ANNOTATION_BINDING,
-    INJECT_LABEL,
-    InjectionError,
-    plan_injection,
-)
-from agent.operator.kube import KubeApi
+from agent.operator.injection import InjectionError, plan_injection
 from agent.operator.observability import Metrics, serve_metrics, serve_probes
 from agent.operator.rollout import Consumer, consumer_of
 from agent.operator.status import StatusKeeper

@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 import yaml
 
-from agent.binding import AUTH_METHODS, VaultPolicy, WorkloadAuth, normalized_address
-from agent.binding_schema import API_SERVER_AUDIENCES
+from agent.binding.model import AUTH_METHODS, VaultPolicy, WorkloadAuth, normalized_address
+from agent.binding.schema import API_SERVER_AUDIENCES
 from agent.operator.resources import ResourcesError, validate_resources
 
 __all__ = ["ConfigError", "InjectionConfig", "OperatorConfig", "TLSConfig", "VaultConfig"]
@@ -37,7 +37,7 @@ class VaultConfig:
     token_file: Path = Path("/var/run/secrets/captchakeys/vault/token")
     audience: str = "vault"
     # Where bindings may send their consumers' tokens besides ``address``, and the token
-    # audiences they may ask for: see :class:`agent.binding.VaultPolicy`.
+    # audiences they may ask for: see :class:`agent.binding.model.VaultPolicy`.
     allowed_addresses: tuple[str, ...] = ()
     allowed_audiences: tuple[str, ...] = ("vault",)
     allow_insecure_http: bool = False

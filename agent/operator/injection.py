@@ -25,8 +25,30 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agent.binding_policy import VaultPolicy
-from agent.binding_schema import API_SERVER_AUDIENCES, InvalidBindingError
+from agent.binding.policy import VaultPolicy
+from agent.binding.schema import API_SERVER_AUDIENCES, InvalidBindingError
+from agent.contract.pod import (
+    AGENT_CONTAINER,
+    AGENT_GID,
+    AGENT_PORT,
+    AGENT_UID,
+    ANNOTATION_AGENT_RESOURCES,
+    ANNOTATION_BINDING,
+    ANNOTATION_CONTAINERS,
+    ANNOTATION_MOUNT_PATH,
+    AWS_TOKEN_DIR,
+    AWS_TOKEN_VOLUME,
+    DEFAULT_AWS_AUDIENCE,
+    INJECT_LABEL,
+    KEY_FILE_ENV,
+    KEY_VOLUME,
+    KUBE_API_DIR,
+    KUBE_API_VOLUME,
+    VAULT_CA_DIR,
+    VAULT_CA_VOLUME,
+    VAULT_TOKEN_DIR,
+    VAULT_TOKEN_VOLUME,
+)
 from agent.operator.config import InjectionConfig
 from agent.operator.resources import (
     ResourcesError,
@@ -36,43 +58,7 @@ from agent.operator.resources import (
     with_agent_added,
 )
 
-__all__ = [
-    "AGENT_CONTAINER",
-    "AGENT_GID",
-    "AGENT_PORT",
-    "AGENT_UID",
-    "ANNOTATION_AGENT_RESOURCES",
-    "ANNOTATION_BINDING",
-    "ANNOTATION_CONTAINERS",
-    "ANNOTATION_MOUNT_PATH",
-    "INJECT_LABEL",
-    "KEY_FILE_ENV",
-    "InjectionError",
-    "plan_injection",
-]
-
-INJECT_LABEL = "captchakeys.io/inject"
-ANNOTATION_BINDING = "captchakeys.io/binding"
-ANNOTATION_CONTAINERS = "captchakeys.io/containers"
-ANNOTATION_MOUNT_PATH = "captchakeys.io/mount-path"
-# A JSON object of requests/limits (cpu, memory) for the agent, over the chart's defaults.
-ANNOTATION_AGENT_RESOURCES = "captchakeys.io/agent-resources"
-AGENT_CONTAINER = "captcha-key-agent"
-AGENT_PORT = 8099
-KEY_VOLUME = "captchaai-key"
-VAULT_TOKEN_VOLUME = "captchaai-vault-token"
-KUBE_API_VOLUME = "captchaai-kube-api"
-VAULT_CA_VOLUME = "captchaai-vault-ca"
-VAULT_TOKEN_DIR = "/var/run/secrets/captchakeys/vault"
-# spec.source aws: instead of the Vault token, one for STS (keep in step with agent.aws.refs).
-AWS_TOKEN_VOLUME = "captchaai-aws-token"
-AWS_TOKEN_DIR = "/var/run/secrets/captchakeys/aws"
-DEFAULT_AWS_AUDIENCE = "sts.amazonaws.com"
-KUBE_API_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-VAULT_CA_DIR = "/etc/captchakeys/vault-ca"
-AGENT_UID = 65532
-AGENT_GID = 65532
-KEY_FILE_ENV = "CAPTCHAAI_KEY_FILE"
+__all__ = ["InjectionError", "plan_injection"]
 
 # Mounting the key over these would break the container or hide what it needs.
 _SYSTEM_PATHS = ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/sbin",

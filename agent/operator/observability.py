@@ -34,7 +34,7 @@ from prometheus_client import (
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from agent import __version__
-from agent.sidecar.health import serve_routes
+from agent.runtime.http import serve_routes
 
 __all__ = ["CONSUMER_STATES", "Metrics", "serve_metrics", "serve_probes"]
 

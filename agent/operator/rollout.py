@@ -22,8 +22,8 @@ from typing import Any
 import aiohttp
 
 from agent import versions
-from agent.agentstatus import LastError, parse_last_error, parse_version
-from agent.operator.injection import AGENT_CONTAINER, AGENT_PORT, ANNOTATION_BINDING, INJECT_LABEL
+from agent.contract.agentstatus import LastError, parse_last_error, parse_version
+from agent.contract.pod import AGENT_CONTAINER, AGENT_PORT, ANNOTATION_BINDING, INJECT_LABEL
 from agent.versions import Version
 
 __all__ = [

@@ -24,14 +24,14 @@ import kopf
 
 from agent import versions
 from agent.aws.refs import AwsSecretRef
-from agent.binding import BindingSpec, InvalidBindingError
+from agent.binding.model import BindingSpec, InvalidBindingError
 from agent.keysource import KeySource, SourceMetadata
+from agent.kube import KubeApi
 from agent.operator.config import OperatorConfig
-from agent.operator.kube import KubeApi
 from agent.operator.observability import Metrics
 from agent.operator.rollout import Consumer, Rollout, read_reports, summarize
 from agent.operator.validation import validate_binding
-from agent.sidecar.agent import Backoff, jittered
+from agent.runtime.backoff import Backoff, jittered
 from agent.vault import (
     VaultClient,
     VaultError,

@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from agent.operator.kube import KubeApi
+from agent.kube import KubeApi
 
 __all__ = [
     "ServingCertificate",

@@ -1,10 +1,10 @@
 """What the validating webhook checks: the CRD's rules, then the operator's policy.
 
-The CRD's rules (:mod:`agent.binding_schema`) are checked first, by the same code the
+The CRD's rules (:mod:`agent.binding.schema`) are checked first, by the same code the
 key agent runs, so a cluster whose CRD schema is missing or stale gets the same verdict.
 Then what only the operator knows: which environments exist here and which namespaces
 may bind each, which KV mount and prefix bindings may read, and where the consumer
-pods may send their tokens (:class:`agent.binding.VaultPolicy`). Without this, a
+pods may send their tokens (:class:`agent.binding.model.VaultPolicy`). Without this, a
 binding in any namespace could point its consumers (and their audit trail) at any path
 its role can read, for instance another team's environment, or hand their tokens to a
 server of its choice.
@@ -20,7 +20,7 @@ import aiohttp.web
 import kopf
 
 from agent.aws.refs import AwsSecretRef
-from agent.binding import BindingSpec, InvalidBindingError
+from agent.binding.model import BindingSpec, InvalidBindingError
 from agent.operator.config import OperatorConfig
 
 __all__ = ["MAX_REVIEW_BYTES", "WebhookServer", "validate_binding"]

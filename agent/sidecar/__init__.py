@@ -4,8 +4,8 @@ Standalone (interval polling, SIGHUP to refresh now) outside Kubernetes, or driv
 its ``CaptchaKeyBinding`` through kopf in a pod.
 """
 
-from agent.sidecar.agent import Backoff, KeyAgent
+from agent.sidecar.agent import KeyAgent
 from agent.sidecar.health import serve_health
 from agent.sidecar.refresher import KeyRefresher, KeyTarget
 
-__all__ = ["Backoff", "KeyAgent", "KeyRefresher", "KeyTarget", "serve_health"]
+__all__ = ["KeyAgent", "KeyRefresher", "KeyTarget", "serve_health"]

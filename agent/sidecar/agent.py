@@ -26,21 +26,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
-from dataclasses import dataclass
 
-from agent import agentstatus, keyfile, keyrules, versions
+from agent import keyfile, keyrules, versions
+from agent.contract import agentstatus
+from agent.runtime.backoff import Backoff, jittered
 from agent.sidecar.metrics import AgentMetrics
 from agent.sidecar.refresher import KeyRefresher
 from agent.vault import VaultClient, VaultError, VaultUnavailableError
 
-__all__ = ["DEFAULT_BACKOFF_CAP", "Backoff", "KeyAgent"]
+__all__ = ["KeyAgent"]
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_BACKOFF_CAP = 20.0  # + a request timeout (10 s): back within 30 s of Vault.
-_SLOW_FACTOR = 6.0
 _REPEAT_LOG_SECONDS = 600.0
 _TOKEN_CHECK_MAX = 60.0  # the keeper looks at least this often (the client may be swapped).
 
@@ -49,27 +47,6 @@ RefreshFailure = VaultError | keyfile.KeyFileUnwritableError | keyrules.KeyRejec
 _FAILURES = (VaultError, keyfile.KeyFileUnwritableError, keyrules.KeyRejectedError)
 # Failures that heal without anyone's help: retried under the short cap.
 _TRANSIENT = (VaultUnavailableError, keyfile.KeyFileUnwritableError)
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Full-jitter exponential backoff: ``uniform(0, min(cap, base * 2**attempt))``.
-
-    ``cap`` bounds transient failures (Vault away or sealed, a write fault); those that
-    need a person (a policy, a role, a bad key) wait up to six times as long (2 min at
-    the default cap): a fleet with a broken policy should not hammer Vault.
-    """
-
-    base: float = 1.0
-    cap: float = DEFAULT_BACKOFF_CAP
-
-    def delay(self, attempt: int, *, transient: bool = True) -> float:
-        cap = self.cap if transient else self.cap * _SLOW_FACTOR
-        return random.uniform(0, min(cap, self.base * 2 ** min(attempt, 32)))  # noqa: S311
-
-
-def jittered(interval: float, spread: float = 0.1) -> float:
-    return interval * random.uniform(1 - spread, 1 + spread)  # noqa: S311
 
 
 class KeyAgent:

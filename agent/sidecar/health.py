@@ -5,7 +5,7 @@
 - ``/readyz``: a key is on disk and it is the version known to be wanted. A native
   sidecar's startup probe points here, so the application starts with its key.
 - ``/status``: JSON with the version and fingerprint held (never the key), and
-  ``lastError`` (:mod:`agent.agentstatus`). The operator reads it to count which consumer
+  ``lastError`` (:mod:`agent.contract.agentstatus`). The operator reads it to count which consumer
   holds which version during a rotation and to name failing consumers; reading it
   needs no Kubernetes permission on either side.
 - ``/metrics``: Prometheus text format (:mod:`agent.sidecar.metrics`), never the key.
@@ -13,16 +13,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from aiohttp import web
 
+from agent.runtime.http import Handler, serve_routes
 from agent.sidecar.metrics import CONTENT_TYPE, AgentMetrics
 
-__all__ = ["Handler", "StatusSource", "serve_health", "serve_routes"]
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+__all__ = ["StatusSource", "serve_health"]
 
 
 class StatusSource(Protocol):
@@ -62,14 +60,3 @@ async def serve_health(
     if metrics is not None:
         routes["/metrics"] = scrape
     return await serve_routes(host, port, routes)
-
-
-async def serve_routes(host: str, port: int, routes: Mapping[str, Handler]) -> web.AppRunner:
-    """A small GET-only HTTP server; the caller owns the runner and cleans it up."""
-    app = web.Application()
-    for path, handler in routes.items():
-        app.router.add_get(path, handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    return runner

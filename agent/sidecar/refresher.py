@@ -30,8 +30,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent import keyfile, keyrules, logs
+from agent import keyfile, keyrules
 from agent.keysource import FetchedKey, KeySource, SourceRef
+from agent.runtime import logs
 from agent.sidecar.metrics import AgentMetrics
 from agent.vault import PermissionDeniedError, VaultClient
 from agent.versions import Version

@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol
 
 import hvac
 
+from agent.contract import pod
 from agent.vault.errors import AuthenticationError
 
 __all__ = [
@@ -37,7 +38,7 @@ __all__ = [
 AuthMethod = Literal["kubernetes", "jwt", "approle", "token"]
 
 # The projected, audience-bound token that the webhook mounts into the agent only.
-DEFAULT_TOKEN_FILE = Path("/var/run/secrets/captchakeys/vault/token")
+DEFAULT_TOKEN_FILE = pod.VAULT_TOKEN_FILE
 
 
 class Auth(Protocol):

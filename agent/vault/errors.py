@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent import agentstatus
+from agent.contract import agentstatus
 
 __all__ = [
     "AuthenticationError",

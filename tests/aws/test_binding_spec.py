@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from agent.aws import AwsSecretRef
-from agent.binding import BindingSpec, InvalidBindingError
+from agent.binding.model import BindingSpec, InvalidBindingError
 from agent.operator.config import AwsConfig, OperatorConfig
 from agent.operator.validation import validate_binding
 

@@ -16,13 +16,9 @@ from typing import Any
 
 import kubernetes_validate
 
+from agent.contract.pod import AGENT_CONTAINER, ANNOTATION_BINDING, INJECT_LABEL
 from agent.operator.config import InjectionConfig
-from agent.operator.injection import (
-    AGENT_CONTAINER,
-    ANNOTATION_BINDING,
-    INJECT_LABEL,
-    plan_injection,
-)
+from agent.operator.injection import plan_injection
 
 CONFIG = InjectionConfig(image="registry.example/captcha-key-agent:9.9.9")
 POD = {

@@ -24,7 +24,8 @@ from agent.aws import AwsSecretRef, AwsUnavailableError, WebIdentity
 from agent.aws.errors import AwsNoCredentialsError
 from agent.aws.secrets import SecretsManagerSource
 from agent.keyrules import KeyRejectedError, KeyRules
-from agent.sidecar import Backoff, KeyAgent, KeyRefresher, KeyTarget
+from agent.runtime.backoff import Backoff
+from agent.sidecar import KeyAgent, KeyRefresher, KeyTarget
 from tests.aws.conftest import AGENT_ACTIONS, TRUST
 from tests.aws.throttle import ThrottlingProxy
 from tests.rig.moto import REGION, MotoServer

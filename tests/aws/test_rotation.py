@@ -34,12 +34,12 @@ import kopf
 import pytest
 
 from agent import keyfile
+from agent.kube import KubeApi
 from agent.operator.config import AwsConfig, OperatorConfig, TLSConfig
-from agent.operator.kube import KubeApi
-from agent.operator.rotate import find_binding, rotate
 from agent.reader import KeyReader
-from agent.sidecar import Backoff
-from agent.sidecar.binding import AgentDefaults, BindingAgent, run_binding_agent
+from agent.rotation import find_binding, rotate
+from agent.runtime.backoff import Backoff
+from agent.sidecar.watcher import AgentDefaults, BindingAgent, run_binding_agent
 from agent.vault import TokenAuth, VaultClient
 from tests.aws.conftest import AGENT_ACTIONS, TOKEN, TRUST
 from tests.operator.conftest import operator_on_loopback

@@ -190,8 +190,8 @@ def test_access_denied_names_the_secret_and_the_action(
 
 def test_every_aws_error_reason_is_a_status_reason() -> None:
     """Each reason an AWS failure reports is a word of the /status lastError contract."""
-    from agent import agentstatus
     from agent.aws import errors
+    from agent.contract import agentstatus
 
     classes = [getattr(errors, name) for name in errors.__all__]
     reasons = {cls.reason for cls in classes} | {agentstatus.AWS_THROTTLED}

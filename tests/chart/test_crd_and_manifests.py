@@ -235,7 +235,7 @@ def test_crd_patterns_are_re2_compatible() -> None:
 
 
 def test_crd_spec_schema_is_the_one_source_of_rules() -> None:
-    from agent.binding_schema import crd_schema
+    from agent.binding.schema import crd_schema
 
     assert openapi_schema()["properties"]["spec"] == crd_schema()
     assert "x-kubernetes-validations" not in CRD_FILE.read_text()  # nothing left to CEL

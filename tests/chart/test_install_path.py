@@ -46,8 +46,8 @@ import requests
 import yaml
 
 from agent.operator.config import OperatorConfig
-from agent.sidecar import Backoff
-from agent.sidecar.binding import AgentDefaults, BindingAgent, run_binding_agent
+from agent.runtime.backoff import Backoff
+from agent.sidecar.watcher import AgentDefaults, BindingAgent, run_binding_agent
 from tests.chart.conftest import ROOT, Doc, find, one, run_helm
 from tests.chart.test_vault_setup import SCRIPT, run_script
 from tests.operator.conftest import OPERATOR_NS, RunningOperator, operator_on_loopback

@@ -99,7 +99,7 @@ def test_agent_network_policy_per_consumer_namespace(render: Render) -> None:
 
 
 def test_the_contract_documents_the_policy_environment_as_declared() -> None:
-    from agent.binding_policy import VaultPolicy
+    from agent.binding.policy import VaultPolicy
     from tests.chart.conftest import ROOT
 
     contract = (ROOT / "docs" / "contract.md").read_text()
@@ -110,7 +110,7 @@ def test_the_contract_documents_the_policy_environment_as_declared() -> None:
 def test_the_chart_refuses_the_same_api_server_audiences_as_the_binding_rules() -> None:
     import json
 
-    from agent.binding_schema import API_SERVER_AUDIENCES
+    from agent.binding.schema import API_SERVER_AUDIENCES
     from tests.chart.conftest import CHART
 
     schema = json.loads((CHART / "values.schema.json").read_text())

@@ -19,9 +19,9 @@ import aiohttp
 import kopf
 import pytest
 
+from agent.kube import KubeApi
 from agent.operator.app import run_operator
 from agent.operator.config import OperatorConfig, TLSConfig, VaultConfig
-from agent.operator.kube import KubeApi
 from tests.rig.helpers import free_port
 from tests.rig.kube import BaoAuth, BaoRole, RealisticKubernetes
 from tests.rig.openbao import OpenBaoServer

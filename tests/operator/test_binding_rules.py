@@ -36,7 +36,7 @@ import pytest
 import requests
 import yaml
 
-from agent.binding import BindingSpec, InvalidBindingError
+from agent.binding.model import BindingSpec, InvalidBindingError
 from agent.operator.config import AwsConfig, OperatorConfig, TLSConfig, VaultConfig
 from tests.operator.conftest import RunningOperator, operator_on_loopback
 from tests.rig.helpers import free_port

@@ -27,8 +27,9 @@ from typing import Any
 import yaml
 
 from agent import keyfile
+from agent.contract.pod import AGENT_CONTAINER
 from agent.operator.config import InjectionConfig, OperatorConfig
-from agent.operator.injection import AGENT_CONTAINER, plan_injection
+from agent.operator.injection import plan_injection
 from tests.chart.conftest import helm, run_helm, template_args
 from tests.rig.helpers import free_port
 from tests.rig.scenario import Workload, eventually

@@ -40,8 +40,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from agent.operator.config import InjectionConfig
-from agent.operator.injection import (
+from agent.contract.pod import (
     AGENT_CONTAINER,
     AGENT_GID,
     AGENT_PORT,
@@ -51,9 +50,9 @@ from agent.operator.injection import (
     ANNOTATION_CONTAINERS,
     ANNOTATION_MOUNT_PATH,
     INJECT_LABEL,
-    InjectionError,
-    plan_injection,
 )
+from agent.operator.config import InjectionConfig
+from agent.operator.injection import InjectionError, plan_injection
 from agent.operator.resources import qos_class
 
 VAULT_ADDR = "https://vault.vault.svc:8200"

@@ -41,7 +41,7 @@ import pytest
 import requests
 from kubernetes.utils import parse_quantity
 
-from agent.operator.injection import AGENT_CONTAINER, AGENT_GID, AGENT_UID
+from agent.contract.pod import AGENT_CONTAINER, AGENT_GID, AGENT_UID
 from tests.operator.conftest import RunningOperator
 from tests.rig.apiserver import admission_chain, admission_review, as_admitted, default_container
 from tests.rig.scenario import Workload

@@ -45,9 +45,9 @@ import pytest
 import requests
 
 from agent import keyfile
-from agent.agentstatus import parse_last_error
+from agent.contract.agentstatus import parse_last_error
 from agent.reader import KeyReader
-from agent.sidecar.binding import BindingAgent
+from agent.sidecar.watcher import BindingAgent
 from tests.operator.conftest import RunningOperator
 from tests.rig.helpers import free_port
 from tests.rig.scenario import (

@@ -18,8 +18,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
+from agent.kube import KubeApi
 from agent.operator import tls
-from agent.operator.kube import KubeApi
 from tests.operator.conftest import OPERATOR_NS, webhook_configurations
 from tests.rig.kube import RealisticKubernetes
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from agent.binding import InvalidBindingError
+from agent.binding.model import InvalidBindingError
 from agent.operator.config import OperatorConfig, VaultConfig
 from agent.operator.validation import validate_binding
 

@@ -30,8 +30,8 @@ import jsonpatch
 import pytest
 import requests
 
+from agent.contract.pod import AGENT_CONTAINER
 from agent.operator.config import OperatorConfig, VaultConfig
-from agent.operator.injection import AGENT_CONTAINER
 from tests.operator.conftest import OPERATOR_NS, RunningOperator, operator_on_loopback
 from tests.rig.helpers import free_port
 from tests.rig.kube import RealisticKubernetes

@@ -1,9 +1,9 @@
 """The real OpenBao server the suite runs against: the demo's embedded dev server.
 
-One implementation for the demo and the tests (:class:`agent.demo.OpenBaoDevServer`);
+One implementation for the demo and the tests (:class:`agent.devvault.OpenBaoDevServer`);
 this module only gives it the name the tests use.
 """
 
-from agent.demo import OpenBaoDevServer as OpenBaoServer
+from agent.devvault import OpenBaoDevServer as OpenBaoServer
 
 __all__ = ["OpenBaoServer"]

@@ -18,8 +18,8 @@ from typing import Any
 
 import kopf
 
-from agent.sidecar import Backoff
-from agent.sidecar.binding import AgentDefaults, BindingAgent, run_binding_agent
+from agent.runtime.backoff import Backoff
+from agent.sidecar.watcher import AgentDefaults, BindingAgent, run_binding_agent
 from tests.rig.kube import API_AUDIENCE, BaoAuth, BaoRole, RealisticKubernetes
 from tests.rig.openbao import OpenBaoServer
 

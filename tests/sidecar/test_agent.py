@@ -27,7 +27,8 @@ import aiohttp
 import pytest
 
 from agent import keyfile
-from agent.sidecar import Backoff, KeyAgent, KeyRefresher, KeyTarget, serve_health
+from agent.runtime.backoff import Backoff
+from agent.sidecar import KeyAgent, KeyRefresher, KeyTarget, serve_health
 from agent.vault import SecretRef, TokenAuth, VaultClient
 from tests.rig.helpers import free_port
 from tests.rig.openbao import OpenBaoServer

@@ -31,7 +31,7 @@ import pytest
 
 from agent import keyfile
 from agent.reader import KeyReader
-from agent.sidecar.binding import BindingAgent
+from agent.sidecar.watcher import BindingAgent
 from tests.rig.helpers import free_port
 from tests.rig.kube import BaoAuth, RealisticKubernetes
 from tests.rig.openbao import OpenBaoServer
@@ -95,7 +95,7 @@ async def test_rotation_announced_in_status_reaches_the_reader(
 async def test_the_published_spread_wins_and_is_drawn_once_per_version(
     workload: Workload, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="agent.sidecar.binding")
+    caplog.set_level(logging.DEBUG, logger="agent.sidecar.watcher")
     workload.put_key("old-key-1111111111111111111111")
     await workload.create_binding("captchaai")
     out = tmp_path / "keys"

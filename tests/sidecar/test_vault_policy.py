@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.binding_policy import VaultPolicy
+from agent.binding.policy import VaultPolicy
 from tests.rig.helpers import free_port, wait_until
 from tests.rig.kube import BaoAuth, RealisticKubernetes
 from tests.rig.openbao import OpenBaoServer

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from agent.binding_schema import InvalidBindingError
+from agent.binding.schema import InvalidBindingError
 
 __all__ = [
     "POLICY_ENV_ADDRESSES",

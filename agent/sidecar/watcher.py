@@ -33,10 +33,19 @@ from typing import Any
 
 import kopf
 
-from agent import agentstatus, versions
-from agent.binding import GROUP, PLURAL, VERSION, BindingSpec, InvalidBindingError, VaultPolicy
+from agent import versions
+from agent.binding.model import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    BindingSpec,
+    InvalidBindingError,
+    VaultPolicy,
+)
+from agent.contract import agentstatus
 from agent.keysource import KeySource
-from agent.sidecar.agent import Backoff, KeyAgent
+from agent.runtime.backoff import Backoff
+from agent.sidecar.agent import KeyAgent
 from agent.sidecar.health import serve_health
 from agent.sidecar.metrics import AgentMetrics
 from agent.sidecar.refresher import KeyRefresher, KeyTarget

@@ -36,8 +36,8 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from agent import versions
-from agent.binding import BindingSpec
-from agent.operator.kube import KubeApi
+from agent.binding.model import BindingSpec
+from agent.kube import KubeApi
 from agent.vault import SecretRef, VaultClient
 
 __all__ = [

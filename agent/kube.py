@@ -1,4 +1,4 @@
-"""The few Kubernetes API calls the operator makes outside kopf's own machinery.
+"""The few Kubernetes API calls made outside kopf: by the operator and the rotate client.
 
 kopf watches and patches through its handlers; the operator also needs plain reads and
 writes that no handler return can express: look up a binding during pod admission,
@@ -17,7 +17,7 @@ from typing import Any, cast
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from agent.binding import GROUP, PLURAL, VERSION
+from agent.binding.model import GROUP, PLURAL, VERSION
 
 __all__ = ["KubeApi"]
 

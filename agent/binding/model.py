@@ -14,11 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
-from agent import binding_schema, keyfile, keyrules
+from agent import keyfile, keyrules
 from agent.aws import refs as awsrefs
 from agent.aws.refs import AwsSecretRef
-from agent.binding_policy import VaultPolicy, normalized_address
-from agent.binding_schema import InvalidBindingError
+from agent.binding import schema
+from agent.binding.policy import VaultPolicy, normalized_address
+from agent.binding.schema import InvalidBindingError
 from agent.vault import SecretRef
 
 __all__ = [
@@ -105,7 +106,7 @@ class BindingSpec:
             raise InvalidBindingError("spec is required: an object with environment and vault")
         if isinstance(spec, Mapping):
             _source(spec)  # the schema's rule on key sources, said for the case at hand.
-        problems = binding_schema.violations(spec)
+        problems = schema.violations(spec)
         if problems:
             raise InvalidBindingError("; ".join(str(p) for p in problems))
         spec = cast(Mapping[str, Any], spec)  # the schema said it is an object.

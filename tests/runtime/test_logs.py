@@ -1,4 +1,4 @@
-"""JSON log lines as a log pipeline parses them (agent.logs, docs/logging.md).
+"""JSON log lines as a log pipeline parses them (agent.runtime.logs, docs/logging.md).
 
 Covers:
 - every line is one JSON object with ``time`` (RFC 3339 UTC, ms), ``level``, ``logger``
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import logs
+from agent.runtime import logs
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

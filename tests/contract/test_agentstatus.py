@@ -1,4 +1,4 @@
-"""agent.agentstatus: the ``/status`` contract between the agent and the operator.
+"""agent.contract.agentstatus: the ``/status`` contract between the agent and the operator.
 
 Covers building ``lastError`` (one line, RFC 3339 UTC ``since``, a known reason) and
 parsing it back from a body as the operator does: the object form, the bare-string
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import datetime
 
-from agent import agentstatus
-from agent.agentstatus import last_error, parse_last_error, parse_version
+from agent.contract import agentstatus
+from agent.contract.agentstatus import last_error, parse_last_error, parse_version
 
 
 def test_last_error_is_one_line_with_a_utc_timestamp() -> None:
