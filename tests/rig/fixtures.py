@@ -15,13 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.rig.kube import (
-    BaoAuth,
-    RealisticKubernetes,
-    configure_jwt_auth,
-    configure_kubernetes_auth,
-)
+from tests.rig.kube import RealisticKubernetes
 from tests.rig.openbao import OpenBaoServer
+from tests.rig.openbao_auth import BaoAuth, configure_jwt_auth, configure_kubernetes_auth
 
 
 @pytest.fixture

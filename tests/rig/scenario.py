@@ -20,8 +20,10 @@ import kopf
 
 from agent.runtime.backoff import Backoff
 from agent.sidecar.watcher import AgentDefaults, BindingAgent, run_binding_agent
-from tests.rig.kube import API_AUDIENCE, BaoAuth, BaoRole, RealisticKubernetes
+from tests.rig.identity import API_AUDIENCE
+from tests.rig.kube import RealisticKubernetes
 from tests.rig.openbao import OpenBaoServer
+from tests.rig.openbao_auth import BaoAuth, BaoRole
 
 BINDINGS_PATH = "/apis/captchakeys.io/v1alpha1/namespaces/{ns}/captchakeybindings"
 

@@ -14,6 +14,7 @@ Aspects covered, each against a real kopf operator or a real OpenBao where one a
   disappear (DELETED) when unlabelled or deleted;
 - watches resume from ``?resourceVersion=`` with nothing lost or repeated; lists carry
   kind, apiVersion and resourceVersion; conflicts are 409/422, unknown tokens 401;
+- the stored history keeps each version as it was written, whatever came after;
 - OpenBao's Kubernetes auth logs in with a rig token through TokenReview, and refuses
   revoked, expired, foreign-namespace and wrong-audience tokens with 403;
 - OpenBao's JWT auth logs in with a rig token verified offline by the rig's public key;
@@ -355,6 +356,20 @@ async def test_watch_resumes_from_resource_version(kube: RealisticKubernetes) ->
             ("MODIFIED", "three"),
             ("DELETED", "three"),
         ]
+
+
+async def test_history_keeps_each_version_as_it_was_written(kube: RealisticKubernetes) -> None:
+    created = await kube.call("POST", DEV_BINDINGS, binding("b1"))
+    status = {"status": {"phase": "Seen"}}
+    seen = await kube.call("PATCH", f"{DEV_BINDINGS}/b1/status", status, content_type=MERGE)
+    spec = {"spec": {"x": 1}}
+    changed = await kube.call("PATCH", f"{DEV_BINDINGS}/b1", spec, content_type=MERGE)
+    history = [v.raw["metadata"] for v in kube.objects[BINDINGS, "dev", "b1"].history if v]
+    assert [(meta["resourceVersion"], meta["generation"]) for meta in history] == [
+        (created["metadata"]["resourceVersion"], 1),
+        (seen["metadata"]["resourceVersion"], 1),
+        (changed["metadata"]["resourceVersion"], 2),
+    ]
 
 
 async def test_reactions_inject_faults_over_the_emulation(kube: RealisticKubernetes) -> None:
