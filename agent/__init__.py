@@ -1,8 +1,9 @@
 """captcha-key-agent: CaptchaAI API keys delivered from Vault to Kubernetes workloads.
 
-Applications import :mod:`agent.reader` (it needs only ``watchdog``). Everything else
-(the Vault client, the in-pod key agent, the operator, the CLI) needs the ``agent``
-or ``operator`` extras and is not imported here, so ``import agent.reader`` stays light.
+This package is the key agent, the operator and the CLI; it runs in their containers.
+Applications import :mod:`captchakeys` (the ``captchakeys-reader`` distribution in
+``readers/python``, which needs only ``watchdog``) and never this package. Everything
+here needs the ``agent`` or ``operator`` extras and is not imported here.
 """
 
 __version__ = "0.1.0"

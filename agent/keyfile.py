@@ -1,7 +1,7 @@
 """The key file on the shared in-memory volume, and the metadata file beside it.
 
 Why atomic replacement matters: the application reads the key through
-:class:`agent.reader.KeyReader` at any moment, including mid-rotation. Writing in place
+:class:`captchakeys.KeyReader` at any moment, including mid-rotation. Writing in place
 would let it see an empty or half-written key, and a CaptchaAI request with a truncated
 key fails as "wrong key", which looks exactly like a revoked one. So every write goes
 to a temporary file in the same directory, is fsynced and chmodded, then renamed over
@@ -19,28 +19,37 @@ must not leave half a pair: both temporary files are written and fsynced *before
 either rename, so a fault replaces nothing, removes its temporary files, and raises
 :class:`KeyFileUnwritableError`, which names the path and what to check.
 
-Only the standard library is used here: the reader imports this module.
+What the files contain and how they are named (the format both readers implement) is
+defined in :mod:`captchakeys.keyfile`, the reader distribution's, and only imported
+here: this module is the writer, the only one, and adds nothing to the format but the
+rule for the names a binding may choose.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
-import json
 import os
 import re
 import tempfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from agent import versions
-from agent.versions import Version
+from captchakeys.keyfile import (
+    DEFAULT_DIR,
+    DEFAULT_FILE_NAME,
+    METADATA_SUFFIX,
+    KeyMetadata,
+    Version,
+    fingerprint,
+    metadata_path,
+    read_metadata,
+)
 
 __all__ = [
     "DEFAULT_DIR",
     "DEFAULT_FILE_NAME",
     "DEFAULT_MODE",
+    "METADATA_SUFFIX",
     "InvalidFileNameError",
     "KeyFileUnwritableError",
     "KeyMetadata",
@@ -51,10 +60,7 @@ __all__ = [
     "write_key",
 ]
 
-DEFAULT_DIR = Path("/var/run/captchaai")
-DEFAULT_FILE_NAME = "api_key"
 DEFAULT_MODE = 0o440
-METADATA_SUFFIX = ".meta.json"
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 
@@ -96,26 +102,6 @@ _WRITE_FAULT_HINTS = {
 }
 
 
-@dataclass(frozen=True)
-class KeyMetadata:
-    """What may be said about the key in place: everything except the key."""
-
-    version: Version  # a Vault version number, or an AWS Secrets Manager version id.
-    fingerprint: str
-    fetched_at: str
-    source: str
-    created_time: str | None = None  # Vault's created_time of the version (None: unknown).
-
-
-def fingerprint(key: str) -> str:
-    """A short, stable, non-reversible identifier of a key, safe to log and display.
-
-    Twelve hex characters of SHA-256 (48 bits) tell keys apart at a glance without
-    giving anything away about a key of CaptchaAI's length.
-    """
-    return hashlib.sha256(key.encode()).hexdigest()[:12]
-
-
 def validate_file_name(name: str) -> str:
     """Return ``name`` if it is a plain file name inside the directory, else raise.
 
@@ -129,11 +115,6 @@ def validate_file_name(name: str) -> str:
             "so that the file stays inside the key directory"
         )
     return name
-
-
-def metadata_path(key_path: Path) -> Path:
-    """Where the metadata of the key at ``key_path`` lives."""
-    return key_path.with_name(key_path.name + METADATA_SUFFIX)
 
 
 def write_key(
@@ -161,12 +142,11 @@ def write_key(
         source=source,
         created_time=created_time,
     )
-    fields = {k: v for k, v in asdict(meta).items() if v is not None}
     meta_path = metadata_path(key_path)
     staged: list[str] = []
     try:
         staged.append(_stage(key_path, key.encode(), mode))
-        staged.append(_stage(meta_path, json.dumps(fields, sort_keys=True).encode(), 0o444))
+        staged.append(_stage(meta_path, meta.to_json(), 0o444))
         os.replace(staged.pop(0), key_path)
         os.replace(staged.pop(0), meta_path)
     except OSError as exc:
@@ -179,28 +159,6 @@ def write_key(
     with contextlib.suppress(OSError):
         _fsync_directory(directory)
     return meta
-
-
-def read_metadata(key_path: Path) -> KeyMetadata | None:
-    """The metadata beside ``key_path``, or ``None`` when absent or unreadable."""
-    try:
-        raw = json.loads(metadata_path(key_path).read_bytes())
-        return KeyMetadata(
-            version=_version(raw["version"]),
-            fingerprint=str(raw["fingerprint"]),
-            fetched_at=str(raw["fetched_at"]),
-            source=str(raw["source"]),
-            created_time=str(raw["created_time"]) if raw.get("created_time") else None,
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _version(value: object) -> Version:
-    version = versions.parse(value)
-    if version is None:
-        raise ValueError("no version")
-    return version
 
 
 def _stage(path: Path, content: bytes, mode: int) -> str:

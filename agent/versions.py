@@ -13,13 +13,17 @@ this module answers for either kind:
 An ``int`` is a Vault version and a ``str`` an AWS version id; a binding uses one
 backend, so the two never meet in one comparison. If they do (a binding switched
 backends), nothing is current and nothing is older: the safe answer.
+
+The type and how a version is read from JSON (:func:`parse`) are the key file format's,
+defined once in :mod:`captchakeys.keyfile`, where the readers find them too.
 """
 
 from __future__ import annotations
 
-__all__ = ["Version", "is_current", "is_older", "parse"]
+from captchakeys.keyfile import Version
+from captchakeys.keyfile import parse_version as parse
 
-Version = int | str
+__all__ = ["Version", "is_current", "is_older", "parse"]
 
 
 def is_current(held: Version | None, wanted: Version) -> bool:
@@ -36,12 +40,3 @@ def is_older(version: Version, current: Version) -> bool:
     if isinstance(version, int) and isinstance(current, int):
         return version < current
     return isinstance(version, str) and isinstance(current, str) and version != current
-
-
-def parse(value: object) -> Version | None:
-    """A version from JSON (an agent's /status, a key file's metadata), or ``None``."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int) or (isinstance(value, str) and value):
-        return value
-    return None

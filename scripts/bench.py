@@ -16,7 +16,7 @@ Sections (each bounded in time; ``--only NAME[,NAME]`` runs a subset):
   our memory again after 1000 rotations (announced by patching the status directly:
   this measures the agent, not the operator).
 - ``rotation``: ``spec.rotation.requestedAt`` -> every consumer's reader callback
-  (:class:`agent.reader.KeyReader` on inotify), through the real operator, for fleets of
+  (:class:`captchakeys.KeyReader` on inotify), through the real operator, for fleets of
   real agent processes; each hop (request seen, metadata read, status patched, the
   agent's watch event, KV read, file replaced, callback) from the processes' own
   debug-log timestamps; Vault logins during the rotation. The peer has no
@@ -64,7 +64,7 @@ sys.path.insert(0, str(ROOT))
 
 from agent import keyfile  # noqa: E402
 from agent.devvault import bao_binary  # noqa: E402
-from agent.reader import KeyReader  # noqa: E402
+from captchakeys import KeyReader  # noqa: E402
 from tests.operator.conftest import OPERATOR_NS, operator_on_loopback  # noqa: E402
 from tests.rig.helpers import free_port, stop_process, wait_until  # noqa: E402
 from tests.rig.kube import (  # noqa: E402

@@ -63,17 +63,21 @@ def test_environment_fallbacks_read_as_env_not_default() -> None:
 
 @pytest.fixture(scope="module")
 def plain_install(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A virtualenv with ``pip install captcha-key-agent`` and nothing else."""
+    """A virtualenv with ``pip install captcha-key-agent`` (and its reader) and nothing else."""
     scratch = tmp_path_factory.mktemp("plain-install")
     source = scratch / "src"
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
     shutil.copytree(ROOT / "agent", source / "agent", ignore=shutil.ignore_patterns("__pycache__"))
+    reader = scratch / "reader"  # captchakeys-reader, a dependency not on PyPI.
+    shutil.copytree(
+        ROOT / "readers" / "python", reader, ignore=shutil.ignore_patterns("__pycache__")
+    )
     venv = scratch / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
-    subprocess.run([*pip, "install", "--quiet", str(source)], check=True, timeout=300)
+    subprocess.run([*pip, "install", "--quiet", str(reader), str(source)], check=True, timeout=300)
     return venv / "bin"
 
 
@@ -95,7 +99,7 @@ def test_plain_install_gives_a_working_captchakey(plain_install: Path) -> None:
     result = run(plain_install / "captchakey", "--help")
     assert result.returncode == 0, result.stderr
     assert "rotate" in result.stdout
-    reader = run(plain_install / "python", "-c", "import agent.reader")
+    reader = run(plain_install / "python", "-c", "import captchakeys")
     assert reader.returncode == 0, reader.stderr
     kopf = run(plain_install / "python", "-c", "import kopf")
     assert kopf.returncode != 0  # really without extras: the check below is not vacuous.

@@ -1,9 +1,11 @@
-"""The Makefile's own contract: ``make help`` and ``make clean``.
+"""The Makefile's own contract: ``make help``, its installs and ``make clean``.
 
 Covers: ``make help`` (also the default goal) lists every target the Makefile declares,
-each with a description; ``make clean`` removes everything the targets create (.venv,
-.tools, build/, caches, egg-info, __pycache__; with buildah, the images) and nothing
-tracked, in a copy of the tree.
+each with a description; the demo's and the suite's installs each put readers/python
+(captchakeys-reader, not on PyPI) in the same pip command as the agent, so that the
+agent's dependency on it resolves; ``make clean`` removes everything the targets create
+(.venv, .tools, build/, caches, egg-info, the reader's build/ and egg-info, __pycache__;
+with buildah, the images) and nothing tracked, in a copy of the tree.
 """
 
 from __future__ import annotations
@@ -41,6 +43,23 @@ def test_help_lists_every_target() -> None:
     assert all(description.strip() for description in listed.values())
 
 
+def test_each_install_brings_the_reader_in_the_same_pip_command() -> None:
+    stamps = [".venv/.installed-demo", ".venv/.installed-dev"]
+    dry_run = ["make", "--no-print-directory", "--dry-run", "--always-make", "-f", str(MAKEFILE)]
+    result = subprocess.run(
+        [*dry_run, *stamps], capture_output=True, text=True, check=True, cwd=ROOT, timeout=30
+    )
+    installs = [
+        line.partition(" install --quiet ")[2]
+        for line in result.stdout.splitlines()
+        if " install --quiet -e " in line
+    ]
+    assert installs == [
+        "-e './readers/python' -e '.[demo]'",
+        "-e './readers/python[client]' -e '.[dev]'",
+    ]
+
+
 def test_clean_removes_what_targets_create(tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     tree.mkdir()
@@ -57,6 +76,8 @@ def test_clean_removes_what_targets_create(tmp_path: Path) -> None:
         ".import_linter_cache",
         "dist",
         "captcha_key_agent.egg-info",
+        "readers/python/captchakeys_reader.egg-info",
+        "readers/python/build",
         "agent/sidecar/__pycache__",
         "tests/__pycache__",
         "scripts/__pycache__",

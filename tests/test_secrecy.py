@@ -29,11 +29,11 @@ import aiohttp
 import pytest
 
 from agent import keyfile
-from agent.reader import KeyReader
 from agent.runtime import logs
 from agent.runtime.backoff import Backoff
 from agent.sidecar import KeyAgent, KeyRefresher, KeyTarget, serve_health
 from agent.vault import SecretRef, TokenAuth, VaultClient, VaultError
+from captchakeys import KeyReader
 from tests.rig.helpers import free_port, wait_until
 from tests.rig.openbao import OpenBaoServer
 from tests.vault.helpers import create_policy, worker_policy

@@ -36,11 +36,11 @@ import pytest
 from agent import keyfile
 from agent.kube import KubeApi
 from agent.operator.config import AwsConfig, OperatorConfig, TLSConfig
-from agent.reader import KeyReader
 from agent.rotation import find_binding, rotate
 from agent.runtime.backoff import Backoff
 from agent.sidecar.watcher import AgentDefaults, BindingAgent, run_binding_agent
 from agent.vault import TokenAuth, VaultClient
+from captchakeys import KeyReader
 from tests.aws.conftest import AGENT_ACTIONS, TOKEN, TRUST
 from tests.operator.conftest import operator_on_loopback
 from tests.rig.helpers import free_port

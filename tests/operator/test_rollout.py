@@ -46,8 +46,8 @@ import requests
 
 from agent import keyfile
 from agent.contract.agentstatus import parse_last_error
-from agent.reader import KeyReader
 from agent.sidecar.watcher import BindingAgent
+from captchakeys import KeyReader
 from tests.operator.conftest import RunningOperator
 from tests.rig.helpers import free_port
 from tests.rig.scenario import (

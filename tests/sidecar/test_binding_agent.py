@@ -30,8 +30,8 @@ import aiohttp
 import pytest
 
 from agent import keyfile
-from agent.reader import KeyReader
 from agent.sidecar.watcher import BindingAgent
+from captchakeys import KeyReader
 from tests.rig.helpers import free_port
 from tests.rig.kube import BaoAuth, RealisticKubernetes
 from tests.rig.openbao import OpenBaoServer

@@ -1,7 +1,7 @@
 /**
  * Read the current CaptchaAI key in a Node.js application, and hear of rotations.
  *
- * The Node.js twin of the Python `agent.reader.KeyReader`, with the same semantics:
+ * The Node.js twin of the Python `captchakeys.KeyReader`, with the same semantics:
  *
  *     import { KeyReader } from '@captcha-key-agent/reader';
  *     const reader = new KeyReader();          // $CAPTCHAAI_KEY_FILE or /var/run/captchaai/api_key

@@ -27,7 +27,7 @@ function replaceAtomically(file, content) {
   fs.renameSync(tmp, file);
 }
 
-/** The key agent's format (agent/keyfile.py): key file, then `<name>.meta.json`. */
+/** The key agent's format (docs/keyfile-format.md): key file, then `<name>.meta.json`. */
 export function writeKey(dir, key, { version = 1, name = 'api_key', metaFingerprint } = {}) {
   const file = path.join(dir, name);
   replaceAtomically(file, key);

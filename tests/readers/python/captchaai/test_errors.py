@@ -13,7 +13,7 @@ import socket
 
 import pytest
 
-from agent.captchaai import (
+from captchakeys.captchaai import (
     AccessDeniedError,
     BadTaskError,
     ProtocolError,
@@ -24,8 +24,8 @@ from agent.captchaai import (
     UnsolvableError,
     ZeroBalanceError,
 )
-from tests.captchaai.conftest import TASK_PAGEURL, TASK_SITEKEY, MakeSolver
-from tests.captchaai.fake_service import FakeCaptchaAI
+from tests.readers.python.captchaai.conftest import TASK_PAGEURL, TASK_SITEKEY, MakeSolver
+from tests.readers.python.captchaai.fake_service import FakeCaptchaAI
 
 TASK = RecaptchaV2(sitekey=TASK_SITEKEY, pageurl=TASK_PAGEURL)
 

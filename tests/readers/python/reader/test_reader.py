@@ -1,4 +1,4 @@
-"""The application-side reader: ``agent.reader``.
+"""The application-side reader: ``captchakeys.KeyReader`` (``captchakeys.reader``).
 
 Covers:
 - ``get()`` before any key exists raises ``KeyUnavailableError`` naming the path;
@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from agent import keyfile
-from agent.reader import ENV_VAR, KeyReader, KeyUnavailableError, get_key
+from captchakeys import ENV_VAR, KeyReader, KeyUnavailableError, get_key
 from tests.rig.helpers import wait_until
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from agent.captchaai import AsyncCaptchaAIClient, RecaptchaV2, Timing
-from agent.reader import KeyReader
-from tests.captchaai.conftest import TASK_PAGEURL, TASK_SITEKEY
-from tests.captchaai.fake_service import FakeCaptchaAI
+from captchakeys import KeyReader
+from captchakeys.captchaai import AsyncCaptchaAIClient, RecaptchaV2, Timing
+from tests.readers.python.captchaai.conftest import TASK_PAGEURL, TASK_SITEKEY
+from tests.readers.python.captchaai.fake_service import FakeCaptchaAI
 
 TASK = RecaptchaV2(sitekey=TASK_SITEKEY, pageurl=TASK_PAGEURL)
 SLOW = Timing(initial_wait=0.3, poll_interval=0.1, max_polls=5)  # one solve: >= 0.5 s.

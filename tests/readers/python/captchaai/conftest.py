@@ -2,7 +2,7 @@
 
 - ``service``: a :class:`FakeCaptchaAI` on a free 127.0.0.1 port, accepting ``KEY_A``.
 - ``key_file`` / ``reader``: a key file written with :func:`agent.keyfile.write_key` and a
-  real :class:`agent.reader.KeyReader` following it; ``rotate`` replaces the key the way
+  real :class:`captchakeys.KeyReader` following it; ``rotate`` replaces the key the way
   the key agent does.
 - ``make_solver``: builds a blocking or an asyncio client (the fixture is parametrized,
   so every test using it runs against both faces) behind one blocking ``solve``.
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.captchaai import AsyncCaptchaAIClient, CaptchaAIClient, KeySource, Task, Timing
 from agent.keyfile import fingerprint, write_key
-from agent.reader import KeyReader
-from tests.captchaai.fake_service import FakeCaptchaAI
+from captchakeys import KeyReader
+from captchakeys.captchaai import AsyncCaptchaAIClient, CaptchaAIClient, KeySource, Task, Timing
+from tests.readers.python.captchaai.fake_service import FakeCaptchaAI
 
 KEY_A = "a1" * 16
 KEY_B = "b2" * 16

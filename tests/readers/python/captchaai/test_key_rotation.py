@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from agent.captchaai import KeyRejectedError, RecaptchaV2, Timing
-from tests.captchaai.conftest import (
+from captchakeys.captchaai import KeyRejectedError, RecaptchaV2, Timing
+from tests.readers.python.captchaai.conftest import (
     KEY_A,
     KEY_B,
     KEY_C,
@@ -27,7 +27,7 @@ from tests.captchaai.conftest import (
     MakeSolver,
     Rotate,
 )
-from tests.captchaai.fake_service import FakeCaptchaAI
+from tests.readers.python.captchaai.fake_service import FakeCaptchaAI
 
 TASK = RecaptchaV2(sitekey=TASK_SITEKEY, pageurl=TASK_PAGEURL)
 

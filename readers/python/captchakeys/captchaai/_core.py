@@ -23,15 +23,15 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from agent.captchaai.errors import (
+from captchakeys.captchaai.errors import (
     KeyRejectedError,
     ProtocolError,
     SolveTimeoutError,
     TransportError,
     error_for_code,
 )
-from agent.captchaai.tasks import Task
-from agent.keyfile import fingerprint
+from captchakeys.captchaai.tasks import Task
+from captchakeys.keyfile import fingerprint
 
 __all__ = ["DEFAULT_BASE_URL", "Flow", "KeySource", "Post", "Reply", "Sleep", "Solve", "Timing"]
 
@@ -46,13 +46,13 @@ _SNIPPET_LENGTH = 120
 _CODE = re.compile(r"[A-Z][A-Z0-9_]{2,63}")
 _REDACTED = "[REDACTED]"
 
-_log = logging.getLogger("agent.captchaai")
+_log = logging.getLogger("captchakeys.captchaai")
 
 T = TypeVar("T")
 
 
 class KeySource(Protocol):
-    """Where the client gets the key for each request: :class:`agent.reader.KeyReader`."""
+    """Where the client gets the key for each request: :class:`captchakeys.KeyReader`."""
 
     def get(self) -> str:
         """The current key, from memory."""

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.captchaai import CaptchaAIError, RecaptchaV2, Timing
 from agent.keyfile import write_key
-from agent.reader import KeyReader
-from tests.captchaai.conftest import TASK_PAGEURL, TASK_SITEKEY, MakeSolver
-from tests.captchaai.fake_service import FakeCaptchaAI
+from captchakeys import KeyReader
+from captchakeys.captchaai import CaptchaAIError, RecaptchaV2, Timing
+from tests.readers.python.captchaai.conftest import TASK_PAGEURL, TASK_SITEKEY, MakeSolver
+from tests.readers.python.captchaai.fake_service import FakeCaptchaAI
 
 SENTINEL = "SENTINEL-do-not-leak-5e1f0c9a7b3d"
 TASK = RecaptchaV2(sitekey=TASK_SITEKEY, pageurl=TASK_PAGEURL)

@@ -31,9 +31,9 @@ from pathlib import Path
 import pytest
 
 from agent import keyfile
-from agent.reader import KeyReader
 from agent.sidecar import KeyAgent, KeyRefresher, KeyTarget
 from agent.vault import SecretRef, TokenAuth, VaultClient
+from captchakeys import KeyReader
 from tests.rig.openbao import OpenBaoServer
 
 ROTATIONS = 300

@@ -20,10 +20,10 @@ import pytest
 import yaml
 
 from agent.keyfile import fingerprint
-from tests.captchaai.conftest import KEY_A, KEY_B, Rotate
-from tests.captchaai.fake_service import FakeCaptchaAI
+from tests.readers.python.captchaai.conftest import KEY_A, KEY_B, Rotate
+from tests.readers.python.captchaai.fake_service import FakeCaptchaAI
 
-EXAMPLE = Path(__file__).parents[2] / "docs" / "examples" / "solver-deployment.yaml"
+EXAMPLE = Path(__file__).parents[4] / "docs" / "examples" / "solver-deployment.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -2,24 +2,25 @@
 
 Why it exists: the guide's solver fetched the key from Vault itself and re-read it
 hourly. In a pod the key agent already keeps the key file current, so the client asks
-:class:`agent.reader.KeyReader` for the key on every request (from memory), and when
+:class:`captchakeys.KeyReader` for the key on every request (from memory), and when
 CaptchaAI says the key was revoked it waits briefly for the rotated key and retries
 once. The key only ever travels in POST bodies and never appears in errors or reprs::
 
-    from agent.reader import KeyReader
-    from agent.captchaai import CaptchaAIClient, RecaptchaV2
+    from captchakeys import KeyReader
+    from captchakeys.captchaai import CaptchaAIClient, RecaptchaV2
 
     reader = KeyReader()
     reader.wait(timeout=30)
     with CaptchaAIClient(reader) as client:
         token = client.solve(RecaptchaV2(sitekey="6Le-...", pageurl="https://example.com/"))
 
-:class:`AsyncCaptchaAIClient` is the same with ``await client.solve(...)``.
+:class:`AsyncCaptchaAIClient` is the same with ``await client.solve(...)``. Both need
+httpx, which the reader does not: install ``captchakeys-reader[client]``.
 """
 
-from agent.captchaai._core import DEFAULT_BASE_URL, KeySource, Timing
-from agent.captchaai.client import AsyncCaptchaAIClient, CaptchaAIClient
-from agent.captchaai.errors import (
+from captchakeys.captchaai._core import DEFAULT_BASE_URL, KeySource, Timing
+from captchakeys.captchaai.client import AsyncCaptchaAIClient, CaptchaAIClient
+from captchakeys.captchaai.errors import (
     AccessDeniedError,
     BadTaskError,
     CaptchaAIError,
@@ -32,7 +33,7 @@ from agent.captchaai.errors import (
     UnsolvableError,
     ZeroBalanceError,
 )
-from agent.captchaai.tasks import RecaptchaV2, Task
+from captchakeys.captchaai.tasks import RecaptchaV2, Task
 
 __all__ = [
     "DEFAULT_BASE_URL",

@@ -11,9 +11,19 @@ import time
 from types import TracebackType
 from typing import Self, cast
 
-import httpx
+try:
+    import httpx
+except ModuleNotFoundError as missing:
+    if missing.name != "httpx":
+        raise
+    # Said here, where httpx is needed: the reader itself must not pull it in.
+    raise ModuleNotFoundError(
+        "captchakeys.captchaai needs httpx, which the reader alone does not install: "
+        "pip install 'captchakeys-reader[client]'",
+        name="httpx",
+    ) from None
 
-from agent.captchaai._core import (
+from captchakeys.captchaai._core import (
     DEFAULT_BASE_URL,
     Flow,
     KeySource,
@@ -22,7 +32,7 @@ from agent.captchaai._core import (
     Solve,
     Timing,
 )
-from agent.captchaai.tasks import Task
+from captchakeys.captchaai.tasks import Task
 
 __all__ = ["AsyncCaptchaAIClient", "CaptchaAIClient"]
 

@@ -1,8 +1,8 @@
 """Read the current CaptchaAI key in the application, and hear of rotations in-process.
 
-This is the only module an application imports, and it needs nothing but ``watchdog``::
+This is all an application needs of ``captchakeys``, and it needs nothing but ``watchdog``::
 
-    from agent.reader import KeyReader
+    from captchakeys import KeyReader
 
     reader = KeyReader()            # $CAPTCHAAI_KEY_FILE or /var/run/captchaai/api_key
     key = reader.wait(timeout=30)   # blocks until the key agent has written a key
@@ -44,11 +44,17 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from agent.keyfile import DEFAULT_DIR, DEFAULT_FILE_NAME, fingerprint, metadata_path, read_metadata
+from captchakeys.keyfile import (
+    ENV_VAR,
+    Version,
+    fingerprint,
+    key_path,
+    metadata_path,
+    read_key,
+    read_version,
+)
 
-__all__ = ["ENV_VAR", "ChangeCallback", "KeyReader", "KeyUnavailableError", "get_key"]
-
-ENV_VAR = "CAPTCHAAI_KEY_FILE"
+__all__ = ["ChangeCallback", "KeyReader", "KeyUnavailableError", "get_key"]
 
 ChangeCallback = Callable[[str], object]
 
@@ -82,11 +88,11 @@ class KeyReader:
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, poll_interval: float = 1.0):
-        self._path = Path(path or os.environ.get(ENV_VAR) or DEFAULT_DIR / DEFAULT_FILE_NAME)
+        self._path = key_path(path)
         self._poll_interval = poll_interval
         self._changed = threading.Condition()
         self._key: str | None = None
-        self._version: int | str | None = None
+        self._version: Version | None = None
         self._callbacks: list[ChangeCallback] = []
         self._closed = threading.Event()
         self._observer: Any = None
@@ -100,7 +106,7 @@ class KeyReader:
         return self._path
 
     @property
-    def version(self) -> int | str | None:
+    def version(self) -> Version | None:
         """The key's version (a Vault number, an AWS version id) when its metadata agrees."""
         return self._version
 
@@ -159,16 +165,10 @@ class KeyReader:
         )
 
     def _reload(self) -> None:
-        try:
-            key = self._path.read_text().strip()
-        except OSError:
+        key = read_key(self._path)
+        if key is None:
             return  # not there yet, or mid-swap: the key in memory stays.
-        if not key:
-            return
-        meta = read_metadata(self._path)
-        version = (
-            meta.version if meta is not None and meta.fingerprint == fingerprint(key) else None
-        )
+        version = read_version(self._path, key)
         with self._changed:
             changed = key != self._key
             self._key, self._version = key, version
@@ -242,7 +242,7 @@ def get_key(path: str | os.PathLike[str] | None = None, *, timeout: float | None
     The simplest use: ``requests.get(url, params={"key": get_key()})``. Waits up to
     ``timeout`` seconds for the first key, then answers from memory.
     """
-    resolved = Path(path or os.environ.get(ENV_VAR) or DEFAULT_DIR / DEFAULT_FILE_NAME)
+    resolved = key_path(path)
     with _default_lock:
         reader = _default_readers.get(resolved)
         if reader is None:

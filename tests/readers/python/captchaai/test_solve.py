@@ -13,8 +13,8 @@ import itertools
 
 import pytest
 
-from agent.captchaai import RecaptchaV2, SolveTimeoutError, Timing
-from tests.captchaai.conftest import (
+from captchakeys.captchaai import RecaptchaV2, SolveTimeoutError, Timing
+from tests.readers.python.captchaai.conftest import (
     FAST,
     KEY_A,
     KEY_B,
@@ -23,7 +23,7 @@ from tests.captchaai.conftest import (
     MakeSolver,
     Rotate,
 )
-from tests.captchaai.fake_service import FakeCaptchaAI
+from tests.readers.python.captchaai.fake_service import FakeCaptchaAI
 
 TASK = RecaptchaV2(sitekey=TASK_SITEKEY, pageurl=TASK_PAGEURL)
 
