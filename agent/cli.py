@@ -11,15 +11,17 @@ import asyncio
 import contextlib
 import gc
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from agent import __version__, keyfile, keyrules
-from agent.binding.policy import POLICY_ENV_ADDRESSES, POLICY_ENV_ALLOW_HTTP, POLICY_ENV_AUDIENCES
+from agent.contract.agentargs import AgentOption
+from agent.contract.auth import AUTH_METHODS
 
+_F = TypeVar("_F", bound=Callable[..., Any])
 _LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"])
 
 
@@ -74,18 +76,22 @@ class _Group(click.Group):
                 formatter.write_dl(rows)
 
 
+def _agent_option(
+    option: AgentOption, *, negatable: bool = False, **kwargs: Any
+) -> Callable[[_F], _F]:
+    """Declare one of the agent's options under the contract's flag and variable names."""
+    flag = f"{option.flag}/--no-{option.flag[2:]}" if negatable else option.flag
+    return click.option(flag, option.dest, envvar=list(option.envvars), show_envvar=True, **kwargs)
+
+
 # Where Vault is and whom to trust there: the agent and `rotate` both talk to it.
-_vault_addr = click.option(
-    "--vault-addr",
-    envvar="VAULT_ADDR",
-    show_envvar=True,
+_vault_addr = _agent_option(
+    AgentOption.VAULT_ADDR,
     default="https://127.0.0.1:8200",
     help="Vault (or OpenBao) address.",
 )
-_vault_cacert = click.option(
-    "--vault-cacert",
-    envvar="VAULT_CACERT",
-    show_envvar=True,
+_vault_cacert = _agent_option(
+    AgentOption.VAULT_CACERT,
     type=click.Path(dir_okay=False),
     help="PEM CA bundle that signed Vault's certificate.",
 )
@@ -103,275 +109,201 @@ def main() -> None:
 @main.command("agent")
 @_vault_addr
 @_vault_cacert
-@click.option(
-    "--vault-namespace",
-    envvar="VAULT_NAMESPACE",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.VAULT_NAMESPACE,
     help="Vault Enterprise / OpenBao namespace.",
 )
-@click.option(
-    "--auth-method",
-    envvar="CAPTCHAKEY_AUTH_METHOD",
-    show_envvar=True,
-    type=click.Choice(["kubernetes", "jwt", "approle", "token", "aws"]),
+@_agent_option(
+    AgentOption.AUTH_METHOD,
+    type=click.Choice(AUTH_METHODS),
     default="kubernetes",
     help="How to log in: the pod's service account (kubernetes, jwt), AppRole (role id and "
     "secret id), a Vault token (token: read from VAULT_TOKEN, or from --token-file), or the "
     "machine's AWS identity (aws: a signed sts:GetCallerIdentity, for EC2 and Lambda; needs "
     "the aws extra).",
 )
-@click.option(
-    "--aws-region",
-    envvar=["CAPTCHAKEY_AWS_REGION", "AWS_REGION"],
-    show_envvar=True,
+@_agent_option(
+    AgentOption.AWS_REGION,
     default="us-east-1",
     help="aws auth: the STS region the login request is signed for (Vault's sts_region); "
     "with --aws-secret-id: the secret's region.",
 )
-@click.option(
-    "--aws-header-value",
-    envvar="CAPTCHAKEY_AWS_HEADER_VALUE",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.AWS_HEADER_VALUE,
     help="aws auth: the signed X-Vault-AWS-IAM-Server-ID header (Vault's "
     "iam_server_id_header_value), so the request cannot be replayed elsewhere.",
 )
-@click.option(
-    "--aws-sts-endpoint",
-    envvar="CAPTCHAKEY_AWS_STS_ENDPOINT",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.AWS_STS_ENDPOINT,
     help="aws auth: the STS URL to sign for [default: https://sts.REGION.amazonaws.com/].",
 )
-@click.option(
-    "--aws-secret-id",
-    envvar="CAPTCHAKEY_AWS_SECRET_ID",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.AWS_SECRET_ID,
     help="Without --binding: read the key from this AWS Secrets Manager secret (name or ARN) "
     "instead of Vault, with the machine's AWS identity (or --aws-role-arn). Needs the aws "
     "extra and --aws-region.",
 )
-@click.option(
-    "--aws-field",
-    envvar="CAPTCHAKEY_AWS_FIELD",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.AWS_FIELD,
     help="With --aws-secret-id: the JSON field holding the key [default: the whole string].",
 )
-@click.option(
-    "--aws-version-stage",
-    envvar="CAPTCHAKEY_AWS_VERSION_STAGE",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.AWS_VERSION_STAGE,
     default="AWSCURRENT",
     help="With --aws-secret-id: the staging label to follow.",
 )
-@click.option(
-    "--aws-version-id",
-    envvar="CAPTCHAKEY_AWS_VERSION_ID",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.AWS_VERSION_ID,
     help="With --aws-secret-id: pin this version id instead of following the label.",
 )
-@click.option(
-    "--aws-role-arn",
-    envvar="CAPTCHAKEY_AWS_ROLE_ARN",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.AWS_ROLE_ARN,
     help="With --aws-secret-id: assume this role with the token in --aws-token-file "
     "(AssumeRoleWithWebIdentity) [default: the SDK's default credentials].",
 )
-@click.option(
-    "--aws-token-file",
-    envvar="CAPTCHAKEY_AWS_TOKEN_FILE",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.AWS_TOKEN_FILE,
     type=click.Path(dir_okay=False, path_type=Path),
     help="For spec.source aws bindings and --aws-role-arn: the projected token exchanged with "
     "STS AssumeRoleWithWebIdentity [default: /var/run/secrets/captchakeys/aws/token].",
 )
-@click.option(
-    "--aws-endpoint-url",
-    envvar="CAPTCHAKEY_AWS_ENDPOINT_URL",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.AWS_ENDPOINT_URL,
     help="For spec.source aws bindings and --aws-secret-id: one endpoint for STS and Secrets "
     "Manager (a private endpoint) [default: AWS's regional endpoints, or AWS_ENDPOINT_URL_*].",
 )
-@click.option(
-    "--auth-mount",
-    envvar="CAPTCHAKEY_AUTH_MOUNT",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.AUTH_MOUNT,
     help="Mount path of the auth method [default: the method's name].",
 )
-@click.option(
-    "--role",
-    envvar="CAPTCHAKEY_ROLE",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.ROLE,
     help="Vault role (kubernetes, jwt), or the AppRole role id; approle without it reads "
     "the role id from [env: VAULT_ROLE_ID].",
 )
-@click.option(
-    "--token-file",
-    envvar="CAPTCHAKEY_TOKEN_FILE",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.TOKEN_FILE,
     type=click.Path(dir_okay=False, path_type=Path),
     help="Service-account token (kubernetes, jwt; read afresh at every login) or Vault "
     "token file (token). [default for kubernetes/jwt: /var/run/secrets/captchakeys/vault/token]",
 )
-@click.option(
-    "--secret-id-file",
-    envvar="VAULT_SECRET_ID_FILE",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.SECRET_ID_FILE,
     type=click.Path(dir_okay=False, path_type=Path),
     help="File holding the AppRole secret id; without it, the secret id is read from "
     "[env: VAULT_SECRET_ID].",
 )
-@click.option(
-    "--kv-mount",
-    envvar="CAPTCHAKEY_KV_MOUNT",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.KV_MOUNT,
     default="secret",
     help="KV v2 mount.",
 )
-@click.option(
-    "--path",
-    "kv_path",
-    envvar="CAPTCHAKEY_PATH",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.PATH,
     help="Secret path inside the mount, e.g. captchaai/prod (required without --binding).",
 )
-@click.option(
-    "--field",
-    envvar="CAPTCHAKEY_FIELD",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.FIELD,
     default="api_key",
     help="Field of the secret that holds the key.",
 )
-@click.option(
-    "--kv-version",
-    envvar="CAPTCHAKEY_KV_VERSION",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.KV_VERSION,
     type=click.IntRange(min=1),
     help="Pin this version instead of following the latest.",
 )
-@click.option(
-    "--out-dir",
-    envvar="CAPTCHAKEY_OUT_DIR",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.OUT_DIR,
     default=str(keyfile.DEFAULT_DIR),
     type=click.Path(file_okay=False, path_type=Path),
     help="Directory (tmpfs) for the key file.",
 )
-@click.option(
-    "--file-name",
-    envvar="CAPTCHAKEY_FILE_NAME",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.FILE_NAME,
     default=keyfile.DEFAULT_FILE_NAME,
     help="Key file name inside --out-dir.",
 )
-@click.option(
-    "--mode",
-    envvar="CAPTCHAKEY_FILE_MODE",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.MODE,
     default="0440",
     help="Key file mode, octal.",
 )
-@click.option(
-    "--refresh-interval",
-    envvar="CAPTCHAKEY_REFRESH_INTERVAL",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.REFRESH_INTERVAL,
     type=click.FloatRange(min=1),
     default=3600.0,
     help="Seconds between version checks (jittered ±10%); with --binding, the default "
     "for a binding that sets no spec.refreshIntervalSeconds.",
 )
-@click.option(
-    "--backoff-cap",
-    envvar="CAPTCHAKEY_BACKOFF_CAP",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.BACKOFF_CAP,
     type=click.FloatRange(min=1),
     default=20.0,
     help="Longest wait between retries while Vault is unreachable or sealed or the key file "
     "cannot be written, seconds (jittered; problems that need a fix: up to 120 s).",
 )
-@click.option(
-    "--key-max-length",
-    envvar="CAPTCHAKEY_KEY_MAX_LENGTH",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.KEY_MAX_LENGTH,
     type=click.IntRange(1, keyrules.HARD_MAX_LENGTH),
     default=keyrules.DEFAULT_MAX_LENGTH,
     help="Without --binding: refuse longer keys (with --binding: spec.key.maxLength).",
 )
-@click.option(
-    "--key-format",
-    envvar="CAPTCHAKEY_KEY_FORMAT",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.KEY_FORMAT,
     type=click.Choice(keyrules.FORMATS),
     default="any",
     help="Without --binding: captchaai refuses keys that are not 32 lowercase hex "
     "characters (with --binding: spec.key.format).",
 )
-@click.option(
-    "--binding",
-    envvar="CAPTCHAKEY_BINDING",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.BINDING,
     help="Follow this CaptchaKeyBinding (in a pod): Vault path, auth and file come from it.",
 )
-@click.option(
-    "--namespace",
-    envvar="POD_NAMESPACE",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.NAMESPACE,
     help="Namespace of the binding [default: the service account's namespace].",
 )
-@click.option(
-    "--rotation-spread",
-    envvar="CAPTCHAKEY_ROTATION_SPREAD",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.ROTATION_SPREAD,
     type=click.FloatRange(min=0),
     default=0.5,
     help="With --binding: spread a rotation's Vault reads over up to this many seconds.",
 )
-@click.option(
-    "--allowed-vault-addrs",
-    envvar=POLICY_ENV_ADDRESSES,
-    show_envvar=True,
+@_agent_option(
+    AgentOption.ALLOWED_VAULT_ADDRS,
     default="",
     help="With --binding: comma-separated Vault addresses the binding may name "
     "[default: --vault-addr only].",
 )
-@click.option(
-    "--allowed-audiences",
-    envvar=POLICY_ENV_AUDIENCES,
-    show_envvar=True,
+@_agent_option(
+    AgentOption.ALLOWED_AUDIENCES,
     default="vault",
     help="With --binding: comma-separated token audiences the binding may name.",
 )
-@click.option(
-    "--allow-insecure-http/--no-allow-insecure-http",
-    envvar=POLICY_ENV_ALLOW_HTTP,
-    show_envvar=True,
+@_agent_option(
+    AgentOption.ALLOW_INSECURE_HTTP,
+    negatable=True,
     default=False,
     help="With --binding: let the binding name a plain-http Vault address (development).",
 )
-@click.option(
-    "--once",
+@_agent_option(
+    AgentOption.ONCE,
     is_flag=True,
-    envvar="CAPTCHAKEY_ONCE",
-    show_envvar=True,
     help="Fetch, write and exit (non-zero on failure).",
 )
-@click.option(
-    "--health-addr",
-    envvar="CAPTCHAKEY_HEALTH_ADDR",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.HEALTH_ADDR,
     default="0.0.0.0:8099",
     help="HOST:PORT for /healthz, /readyz and /status; empty to disable.",
 )
-@click.option(
-    "--log-level",
-    envvar="CAPTCHAKEY_LOG_LEVEL",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.LOG_LEVEL,
     type=_LOG_LEVELS,
     default="info",
     help="Least severe log level written to stderr.",
 )
-@click.option(
-    "--log-format",
-    envvar="CAPTCHAKEY_LOG_FORMAT",
-    show_envvar=True,
+@_agent_option(
+    AgentOption.LOG_FORMAT,
     type=click.Choice(["json", "text"]),
     default="json",
     help="json: one object per line with the fields of docs/logging.md; text: for people.",
@@ -395,7 +327,7 @@ def agent_command(**options: Any) -> None:
     if options["binding"]:
         _run_binding_agent(options)
         return
-    if not options["kv_path"] and not options["aws_secret_id"]:
+    if not options["path"] and not options["aws_secret_id"]:
         raise click.UsageError(
             "--path (CAPTCHAKEY_PATH) is required, e.g. --path captchaai/prod (or, for AWS "
             "Secrets Manager, --aws-secret-id)"
@@ -426,7 +358,7 @@ def agent_command(**options: Any) -> None:
                 namespace=options["vault_namespace"],
             )
             ref = SecretRef(
-                path=options["kv_path"],
+                path=options["path"],
                 mount=options["kv_mount"],
                 field=options["field"],
                 version=options["kv_version"],

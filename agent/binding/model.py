@@ -20,6 +20,7 @@ from agent.aws.refs import AwsSecretRef
 from agent.binding import schema
 from agent.binding.policy import VaultPolicy, normalized_address
 from agent.binding.schema import InvalidBindingError
+from agent.contract.auth import WORKLOAD_AUTH_METHODS, WorkloadAuth
 from agent.vault import SecretRef
 
 __all__ = [
@@ -33,7 +34,6 @@ __all__ = [
     "KeySource",
     "VaultAuthSpec",
     "VaultPolicy",
-    "WorkloadAuth",
     "normalized_address",
 ]
 
@@ -42,8 +42,6 @@ VERSION = "v1alpha1"
 PLURAL = "captchakeybindings"
 KIND = "CaptchaKeyBinding"
 
-WorkloadAuth = Literal["kubernetes", "jwt"]  # a pod proves itself with its service account.
-AUTH_METHODS: tuple[WorkloadAuth, ...] = ("kubernetes", "jwt")
 KeySource = Literal["vault", "aws"]  # spec.source: where the key is stored.
 SOURCES: tuple[KeySource, ...] = ("vault", "aws")
 DEFAULT_PATH = "captchaai/{environment}"
@@ -212,11 +210,11 @@ def _aws_source(aws: Mapping[str, Any], environment: str) -> tuple[AwsSourceSpec
 
 
 def _auth_method(value: object) -> WorkloadAuth:
-    for method in AUTH_METHODS:
+    for method in WORKLOAD_AUTH_METHODS:
         if value == method:
             return method
     raise InvalidBindingError(
-        f"spec.vault.auth.method {value!r} is not one of {', '.join(AUTH_METHODS)}"
+        f"spec.vault.auth.method {value!r} is not one of {', '.join(WORKLOAD_AUTH_METHODS)}"
     )
 
 

@@ -2,8 +2,8 @@
 
 The webhook checks a binding against this policy at admission, and every injected key
 agent checks it again with the same code (the operator passes the policy to the agent
-through the environment variables named here, the one place they are declared). Only
-the standard library: the CLI imports it to declare its options.
+through the environment variables of its ``--allowed-*`` options, named in
+:mod:`agent.contract.agentargs`).
 """
 
 from __future__ import annotations
@@ -12,21 +12,10 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from agent.binding.schema import InvalidBindingError
+from agent.contract import agentargs
+from agent.contract.agentargs import AgentOption
 
-__all__ = [
-    "POLICY_ENV_ADDRESSES",
-    "POLICY_ENV_ALLOW_HTTP",
-    "POLICY_ENV_AUDIENCES",
-    "VaultPolicy",
-    "normalized_address",
-]
-
-
-# How the operator hands the policy to the agent it injects (environment variables of the
-# sidecar, and the flags of `captchakey agent` that read them): declared here, once.
-POLICY_ENV_ADDRESSES = "CAPTCHAKEY_ALLOWED_VAULT_ADDRS"
-POLICY_ENV_AUDIENCES = "CAPTCHAKEY_ALLOWED_AUDIENCES"
-POLICY_ENV_ALLOW_HTTP = "CAPTCHAKEY_ALLOW_INSECURE_HTTP"
+__all__ = ["VaultPolicy", "normalized_address"]
 
 
 @dataclass(frozen=True)
@@ -76,9 +65,9 @@ class VaultPolicy:
     def as_env(self) -> list[dict[str, str]]:
         """The sidecar's environment that carries this policy to ``captchakey agent``."""
         return [
-            {"name": POLICY_ENV_ADDRESSES, "value": ",".join(self.addresses)},
-            {"name": POLICY_ENV_AUDIENCES, "value": ",".join(self.audiences)},
-            {"name": POLICY_ENV_ALLOW_HTTP, "value": "true" if self.allow_http else "false"},
+            agentargs.env(AgentOption.ALLOWED_VAULT_ADDRS, self.addresses),
+            agentargs.env(AgentOption.ALLOWED_AUDIENCES, self.audiences),
+            agentargs.env(AgentOption.ALLOW_INSECURE_HTTP, self.allow_http),
         ]
 
     @classmethod

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from agent.contract.auth import WORKLOAD_AUTH_METHODS
+
 __all__ = [
     "ALLOWED_FILE_MODES",
     "API_SERVER_AUDIENCES",
@@ -252,7 +254,7 @@ SPEC_SCHEMA: Schema = {
                                 "Vault auth method used with the pod's projected "
                                 "service-account token."
                             ),
-                            "enum": ["kubernetes", "jwt"],
+                            "enum": list(WORKLOAD_AUTH_METHODS),
                             "default": "kubernetes",
                         },
                         "mount": {

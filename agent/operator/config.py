@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 import yaml
 
-from agent.binding.model import AUTH_METHODS, VaultPolicy, WorkloadAuth, normalized_address
+from agent.binding.model import VaultPolicy, normalized_address
 from agent.binding.schema import API_SERVER_AUDIENCES
+from agent.contract.auth import WORKLOAD_AUTH_METHODS, WorkloadAuth
 from agent.operator.resources import ResourcesError, validate_resources
 
 __all__ = ["ConfigError", "InjectionConfig", "OperatorConfig", "TLSConfig", "VaultConfig"]
@@ -155,7 +156,7 @@ class OperatorConfig:
                 address=vault.get("address", str, VaultConfig.address),
                 ca_cert_file=vault.get("caCertFile", str, "") or None,
                 namespace=vault.get("namespace", str, "") or None,
-                auth_method=auth.get("method", str, "kubernetes", choices=AUTH_METHODS),
+                auth_method=auth.get("method", str, "kubernetes", choices=WORKLOAD_AUTH_METHODS),
                 auth_mount=auth.get("mount", str, "") or auth.get("method", str, "kubernetes"),
                 auth_role=auth.get("role", str, VaultConfig.auth_role),
                 token_file=Path(auth.get("tokenFile", str, str(VaultConfig.token_file))),

@@ -27,6 +27,8 @@ from typing import Any
 
 from agent.binding.policy import VaultPolicy
 from agent.binding.schema import API_SERVER_AUDIENCES, InvalidBindingError
+from agent.contract import agentargs
+from agent.contract.agentargs import AgentOption
 from agent.contract.pod import (
     AGENT_CONTAINER,
     AGENT_GID,
@@ -37,6 +39,7 @@ from agent.contract.pod import (
     ANNOTATION_CONTAINERS,
     ANNOTATION_MOUNT_PATH,
     AWS_TOKEN_DIR,
+    AWS_TOKEN_FILE,
     AWS_TOKEN_VOLUME,
     DEFAULT_AWS_AUDIENCE,
     INJECT_LABEL,
@@ -47,6 +50,7 @@ from agent.contract.pod import (
     VAULT_CA_DIR,
     VAULT_CA_VOLUME,
     VAULT_TOKEN_DIR,
+    VAULT_TOKEN_FILE,
     VAULT_TOKEN_VOLUME,
 )
 from agent.operator.config import InjectionConfig
@@ -317,10 +321,11 @@ def _use_aws_identity(planned: dict[str, Any], audience: str, endpoint_url: str 
         if mount["name"] == VAULT_TOKEN_VOLUME else mount
         for mount in agent["volumeMounts"]
     ]  # fmt: skip
-    env = [e for e in agent["env"] if e["name"] not in ("CAPTCHAKEY_TOKEN_FILE", "VAULT_ADDR")]
-    env.append({"name": "CAPTCHAKEY_AWS_TOKEN_FILE", "value": f"{AWS_TOKEN_DIR}/token"})
+    vault_only = {AgentOption.TOKEN_FILE.env, AgentOption.VAULT_ADDR.env}
+    env = [e for e in agent["env"] if e["name"] not in vault_only]
+    env.append(agentargs.env(AgentOption.AWS_TOKEN_FILE, AWS_TOKEN_FILE))
     if endpoint_url:
-        env.append({"name": "CAPTCHAKEY_AWS_ENDPOINT_URL", "value": endpoint_url})
+        env.append(agentargs.env(AgentOption.AWS_ENDPOINT_URL, endpoint_url))
     agent["env"] = env
 
 
@@ -349,15 +354,15 @@ def _agent_container(
         }
 
     env: list[dict[str, Any]] = [
-        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-        {"name": "VAULT_ADDR", "value": vault_addr},
-        {"name": "CAPTCHAKEY_OUT_DIR", "value": config.mount_path},
-        {"name": "CAPTCHAKEY_TOKEN_FILE", "value": f"{VAULT_TOKEN_DIR}/token"},
-        {"name": "CAPTCHAKEY_HEALTH_ADDR", "value": f"0.0.0.0:{AGENT_PORT}"},
+        agentargs.env_from_field(AgentOption.NAMESPACE, "metadata.namespace"),
+        agentargs.env(AgentOption.VAULT_ADDR, vault_addr),
+        agentargs.env(AgentOption.OUT_DIR, config.mount_path),
+        agentargs.env(AgentOption.TOKEN_FILE, VAULT_TOKEN_FILE),
+        agentargs.env(AgentOption.HEALTH_ADDR, f"0.0.0.0:{AGENT_PORT}"),
         # The slow resync for bindings that set none (chart: sidecar.refreshIntervalSeconds).
-        {"name": "CAPTCHAKEY_REFRESH_INTERVAL", "value": str(config.refresh_interval_seconds)},
-        {"name": "CAPTCHAKEY_LOG_LEVEL", "value": config.log_level},
-        {"name": "CAPTCHAKEY_LOG_FORMAT", "value": config.log_format},
+        agentargs.env(AgentOption.REFRESH_INTERVAL, config.refresh_interval_seconds),
+        agentargs.env(AgentOption.LOG_LEVEL, config.log_level),
+        agentargs.env(AgentOption.LOG_FORMAT, config.log_format),
     ]
     mounts: list[dict[str, Any]] = [
         {"name": KEY_VOLUME, "mountPath": config.mount_path},
@@ -365,14 +370,14 @@ def _agent_container(
         {"name": KUBE_API_VOLUME, "mountPath": KUBE_API_DIR, "readOnly": True},
     ]
     if config.vault_ca_config_map:
-        env.append({"name": "VAULT_CACERT", "value": f"{VAULT_CA_DIR}/ca.crt"})
+        env.append(agentargs.env(AgentOption.VAULT_CACERT, f"{VAULT_CA_DIR}/ca.crt"))
         mounts.append({"name": VAULT_CA_VOLUME, "mountPath": VAULT_CA_DIR, "readOnly": True})
     return {
         "name": AGENT_CONTAINER,
         "image": config.image,
         "imagePullPolicy": config.image_pull_policy,
         "restartPolicy": "Always",
-        "args": ["agent", "--binding", binding],
+        "args": agentargs.binding_args(binding),
         "env": env,
         "ports": [{"name": "ckb-agent", "containerPort": AGENT_PORT, "protocol": "TCP"}],
         "startupProbe": probe("/readyz", 1, 300),

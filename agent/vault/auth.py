@@ -17,25 +17,23 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import hvac
 
 from agent.contract import pod
+from agent.contract.auth import WORKLOAD_AUTH_METHODS, BuiltinAuth
 from agent.vault.errors import AuthenticationError
 
 __all__ = [
     "DEFAULT_TOKEN_FILE",
     "AppRoleAuth",
     "Auth",
-    "AuthMethod",
     "JwtAuth",
     "KubernetesAuth",
     "TokenAuth",
     "auth_from_settings",
 ]
-
-AuthMethod = Literal["kubernetes", "jwt", "approle", "token"]
 
 # The projected, audience-bound token that the webhook mounts into the agent only.
 DEFAULT_TOKEN_FILE = pod.VAULT_TOKEN_FILE
@@ -193,7 +191,7 @@ def _auth_block(response: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def auth_from_settings(
-    method: AuthMethod,
+    method: BuiltinAuth,
     *,
     role: str | None = None,
     mount: str | None = None,
@@ -202,7 +200,7 @@ def auth_from_settings(
     environ: Mapping[str, str] = os.environ,
 ) -> Auth:
     """Build the auth method from CLI/CRD settings and the usual ``VAULT_*`` variables."""
-    if method in ("kubernetes", "jwt"):
+    if method in WORKLOAD_AUTH_METHODS:
         if not role:
             raise AuthenticationError(
                 f"{method} auth needs a Vault role: set --role (or spec.vault.auth.role) to "
