@@ -24,8 +24,9 @@ from agent.binding.model import GROUP, PLURAL, VERSION, InvalidBindingError
 from agent.contract.pod import ANNOTATION_BINDING, INJECT_LABEL
 from agent.kube import KubeApi
 from agent.operator import tls
+from agent.operator.admission import InjectionError, parse_pod
 from agent.operator.config import OperatorConfig
-from agent.operator.injection import InjectionError, plan_injection
+from agent.operator.injection import plan_injection
 from agent.operator.observability import Metrics, serve_metrics, serve_probes
 from agent.operator.rollout import Consumer, consumer_of
 from agent.operator.status import StatusKeeper
@@ -176,6 +177,8 @@ class _PodMutator:
 
     Called on CREATE and again on reinvocation (``reinvocationPolicy: IfNeeded``), when a
     later webhook changed the pod: :func:`plan_injection` then adds only what is missing.
+    The pod is read once (:func:`parse_pod`): its annotations are checked before the
+    binding is looked up, and the plan is made from what was read.
     """
 
     def __init__(self, config: OperatorConfig, kube: KubeApi):
@@ -201,14 +204,13 @@ class _PodMutator:
                 "native sidecar and needs >= 1.29: upgrade the cluster or remove the "
                 f"{INJECT_LABEL} label"
             )
-        if body.metadata.labels.get(INJECT_LABEL) != "true":
-            return None  # the objectSelector should have kept it away; answer fast all the same.
-        namespace = body.metadata.namespace or ""
-        binding_name = (body.metadata.annotations or {}).get(ANNOTATION_BINDING, "").strip()
-        binding = await self._lookup(known, namespace, binding_name) if binding_name else None
         try:
+            request = parse_pod(body, self.config.injection)
+            if request is None:  # not opted in: the objectSelector should have kept it away.
+                return None
+            binding = await self._lookup(known, request.namespace, request.binding_name)
             return plan_injection(
-                body,
+                request,
                 binding,
                 self.config.injection,
                 vault_addr=self.config.vault.address,

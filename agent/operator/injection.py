@@ -3,7 +3,8 @@
 Opt-in is the pod *label* ``captchakeys.io/inject: "true"``: the webhook's
 objectSelector matches it, so pods that did not opt in never reach the webhook and an
 outage of the operator can only affect pods that asked for a key. The binding and the
-options are annotations.
+options are annotations, read and checked once into an
+:class:`~agent.operator.admission.InjectionRequest` before anything here runs.
 
 The key agent becomes a *native sidecar* (an init container with ``restartPolicy:
 Always``, Kubernetes ≥ 1.29): it starts before the application, its startup probe
@@ -34,15 +35,12 @@ from agent.contract.pod import (
     AGENT_GID,
     AGENT_PORT,
     AGENT_UID,
-    ANNOTATION_AGENT_RESOURCES,
     ANNOTATION_BINDING,
-    ANNOTATION_CONTAINERS,
     ANNOTATION_MOUNT_PATH,
     AWS_TOKEN_DIR,
     AWS_TOKEN_FILE,
     AWS_TOKEN_VOLUME,
     DEFAULT_AWS_AUDIENCE,
-    INJECT_LABEL,
     KEY_FILE_ENV,
     KEY_VOLUME,
     KUBE_API_DIR,
@@ -53,28 +51,15 @@ from agent.contract.pod import (
     VAULT_TOKEN_FILE,
     VAULT_TOKEN_VOLUME,
 )
+from agent.operator.admission import AnnotationError, InjectionError, InjectionRequest
 from agent.operator.config import InjectionConfig
-from agent.operator.resources import (
-    ResourcesError,
-    agent_resources,
-    resources_from_annotation,
-    validate_resources,
-    with_agent_added,
-)
+from agent.operator.resources import with_agent_added
 
 __all__ = ["InjectionError", "plan_injection"]
 
-# Mounting the key over these would break the container or hide what it needs.
-_SYSTEM_PATHS = ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/sbin",
-                 "/sys", "/usr", "/var/run/secrets", "/run/secrets")  # fmt: skip
-
-
-class InjectionError(ValueError):
-    """A pod asked for injection but cannot get it; ``str()`` says what to fix."""
-
 
 def plan_injection(
-    pod: Mapping[str, Any],
+    request: InjectionRequest,
     binding: Mapping[str, Any] | None,
     config: InjectionConfig,
     *,
@@ -84,7 +69,8 @@ def plan_injection(
 ) -> dict[str, Any] | None:
     """The pod's new ``spec`` fields, or ``None`` when there is nothing to do.
 
-    ``binding`` is the named CaptchaKeyBinding in the pod's namespace (``None``: absent).
+    ``request`` is the pod, read by :func:`agent.operator.admission.parse_pod`;
+    ``binding`` the CaptchaKeyBinding it names, in the pod's namespace (``None``: absent).
     A pod that already has the agent is being reinvoked (``reinvocationPolicy:
     IfNeeded``: a later webhook changed it, e.g. added a container): only what is
     missing is added (the key for containers that do not have it yet, the agent's group),
@@ -92,33 +78,29 @@ def plan_injection(
     allow-lists) is handed to the agent, and a binding whose token audience it does not
     allow gets no token minted for that audience.
     """
-    metadata = pod.get("metadata") or {}
-    if (metadata.get("labels") or {}).get(INJECT_LABEL) != "true":
-        return None
-    spec = pod.get("spec") or {}
-    if (spec.get("os") or {}).get("name") == "windows":
-        raise InjectionError(
-            "the key agent is a Linux container and this pod sets spec.os.name: windows: "
-            f"remove the {INJECT_LABEL} label, or run the workload on Linux"
+    binding_name = request.binding_name
+    if binding is None:
+        raise AnnotationError(
+            ANNOTATION_BINDING,
+            f"CaptchaKeyBinding {binding_name!r} (annotation {ANNOTATION_BINDING}) does not exist "
+            "in this namespace: create it first (kubectl get ckb) or fix the annotation",
         )
-    annotations = metadata.get("annotations") or {}
-    binding_name = _binding_name(annotations, binding)
-    containers: list[dict[str, Any]] = [dict(c) for c in spec.get("containers") or []]
-    targets = _target_containers(containers, annotations.get(ANNOTATION_CONTAINERS, ""))
-    mount_path = _mount_path(annotations.get(ANNOTATION_MOUNT_PATH, config.mount_path))
-    file_spec = ((binding or {}).get("spec") or {}).get("file") or {}
+    containers: list[dict[str, Any]] = [dict(c) for c in request.containers]
+    targets = set(request.targets)
+    mount_path = request.mount_path
+    file_spec = (binding.get("spec") or {}).get("file") or {}
     key_file = posixpath.join(mount_path, str(file_spec.get("name") or "api_key"))
     planned: dict[str, Any] = {}
-    if any(c.get("name") == AGENT_CONTAINER for c in spec.get("initContainers") or []):
+    resources = request.agent_resources
+    if resources is None:
         missing = {c["name"] for c in containers if c["name"] in targets
                    and not _has_key(c, mount_path, key_file)}  # fmt: skip
-        _refuse_clashes(spec, containers, missing, mount_path, volumes=False)
+        _refuse_clashes((), containers, missing, mount_path)
         if missing:
             planned["containers"] = _give_key(containers, missing, mount_path, key_file)
     else:
-        _refuse_clashes(spec, containers, targets, mount_path)
-        resources = _resources(annotations, config, spec)
-        auth = ((binding or {}).get("spec") or {}).get("vault") or {}
+        _refuse_clashes(request.volumes, containers, targets, mount_path)
+        auth = (binding.get("spec") or {}).get("vault") or {}
         audience = str((auth.get("auth") or {}).get("audience") or config.token_audience)
         agent = _agent_container(binding_name, config, vault_addr, resources)
         if policy is not None:
@@ -127,12 +109,12 @@ def plan_injection(
         planned = {
             "initContainers": [
                 agent,
-                *(spec.get("initContainers") or []),
+                *request.init_containers,
             ],
             "containers": _give_key(containers, targets, mount_path, key_file),
-            "volumes": [*(spec.get("volumes") or []), *_volumes(config, audience)],
+            "volumes": [*request.volumes, *_volumes(config, audience)],
         }
-        binding_spec = (binding or {}).get("spec") or {}
+        binding_spec = binding.get("spec") or {}
         if binding_spec.get("source") == "aws":
             aws = binding_spec.get("aws") or {}
             aws_audience = str(aws.get("audience") or DEFAULT_AWS_AUDIENCE)
@@ -142,9 +124,9 @@ def plan_injection(
                     "is the Kubernetes API server's own audience: use sts.amazonaws.com"
                 )
             _use_aws_identity(planned, aws_audience, aws_endpoint_url)
-        if spec.get("resources"):  # pod-level resources (>= 1.32) must cover the agent too.
-            planned["resources"] = with_agent_added(spec["resources"], resources)
-    security = _with_agent_group(spec.get("securityContext") or {})
+        if request.pod_resources:  # pod-level resources (>= 1.32) must cover the agent too.
+            planned["resources"] = with_agent_added(request.pod_resources, resources)
+    security = _with_agent_group(request.security_context)
     if security is not None:
         planned["securityContext"] = security
     return planned or None
@@ -155,21 +137,6 @@ def _check_audience(policy: VaultPolicy, binding_name: str, audience: str) -> No
         policy.check(None, audience)
     except InvalidBindingError as exc:
         raise InjectionError(f"CaptchaKeyBinding {binding_name!r}: {exc}") from None
-
-
-def _binding_name(annotations: Mapping[str, str], binding: Mapping[str, Any] | None) -> str:
-    binding_name = annotations.get(ANNOTATION_BINDING, "").strip()
-    if not binding_name:
-        raise InjectionError(
-            f"the pod has the label {INJECT_LABEL}=true but no {ANNOTATION_BINDING} annotation: "
-            "name the CaptchaKeyBinding whose key it should receive"
-        )
-    if binding is None:
-        raise InjectionError(
-            f"CaptchaKeyBinding {binding_name!r} (annotation {ANNOTATION_BINDING}) does not exist "
-            "in this namespace: create it first (kubectl get ckb) or fix the annotation"
-        )
-    return binding_name
 
 
 def _has_key(container: Mapping[str, Any], mount_path: str, key_file: str) -> bool:
@@ -216,76 +183,15 @@ def _with_agent_group(pod_security: Mapping[str, Any]) -> dict[str, Any] | None:
     return {**pod_security, "supplementalGroups": [*groups, AGENT_GID]}
 
 
-def _resources(
-    annotations: Mapping[str, str], config: InjectionConfig, spec: Mapping[str, Any]
-) -> dict[str, dict[str, str]]:
-    """The agent's resources: the config's, or the annotation's; Guaranteed pods stay so."""
-    try:
-        configured = validate_resources(config.resources, "injection.resources")
-        text = annotations.get(ANNOTATION_AGENT_RESOURCES)
-        if text is not None:
-            configured = resources_from_annotation(text, configured, ANNOTATION_AGENT_RESOURCES)
-        return agent_resources(configured, spec)
-    except ResourcesError as exc:
-        raise InjectionError(str(exc)) from None
-
-
-def _target_containers(containers: Sequence[Mapping[str, Any]], wanted: str) -> set[str]:
-    names = [str(c.get("name")) for c in containers]
-    if not wanted.strip():
-        return set(names)
-    requested = {name.strip() for name in wanted.split(",") if name.strip()}
-    if not requested:
-        raise InjectionError(
-            f"{ANNOTATION_CONTAINERS} {wanted!r} names no container: list the containers "
-            f"that read the key, separated by commas (the pod's: {', '.join(names)}), or "
-            "remove the annotation to give it to all of them"
-        )
-    unknown = sorted(requested - set(names))
-    if unknown:
-        raise InjectionError(
-            f"{ANNOTATION_CONTAINERS} names {', '.join(unknown)}, which the pod does not have "
-            f"(its containers: {', '.join(names)}): fix the annotation"
-        )
-    return requested
-
-
-def _mount_path(path: str) -> str:
-    bad = next((c for c in path if not c.isprintable()), None)
-    if bad is not None:
-        raise InjectionError(
-            f"{ANNOTATION_MOUNT_PATH} {path!r} contains the control character {bad!r} "
-            f"(at position {path.index(bad)}): use a plain directory path such as "
-            "/var/run/captchaai"
-        )
-    normal = posixpath.normpath(path.strip())
-    # normpath keeps a leading "//" (POSIX leaves it implementation-defined); the kubelet
-    # does not, so "//etc" would land on /etc. "/" is judged as a system path below.
-    if not path.startswith("/") or path.startswith("//") or normal != (path.rstrip("/") or "/"):
-        raise InjectionError(
-            f"{ANNOTATION_MOUNT_PATH} {path!r} must be an absolute, normalised directory path "
-            "such as /var/run/captchaai"
-        )
-    for system in _SYSTEM_PATHS:
-        if normal == system or (system != "/" and normal.startswith(system + "/")):
-            raise InjectionError(
-                f"{ANNOTATION_MOUNT_PATH} {path!r} is on the system path {system}: the key "
-                "volume would hide what is there; use e.g. /var/run/captchaai"
-            )
-    return normal
-
-
 def _refuse_clashes(
-    spec: Mapping[str, Any],
+    volumes: Sequence[Mapping[str, Any]],
     containers: Sequence[Mapping[str, Any]],
     targets: set[str],
     path: str,
-    *,
-    volumes: bool = True,
 ) -> None:
-    """Refuse names and paths the injection would collide with (``volumes``: our volumes too)."""
+    """Refuse names and paths the injection would collide with (in ``volumes``: our volumes)."""
     ours = {KEY_VOLUME, VAULT_TOKEN_VOLUME, KUBE_API_VOLUME, VAULT_CA_VOLUME, AWS_TOKEN_VOLUME}
-    present = {str(v.get("name")) for v in spec.get("volumes") or []} if volumes else set()
+    present = {str(v.get("name")) for v in volumes}
     clash = sorted(ours & present)
     if clash:
         raise InjectionError(

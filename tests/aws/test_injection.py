@@ -17,6 +17,7 @@ from typing import Any
 import kubernetes_validate
 
 from agent.contract.pod import AGENT_CONTAINER, ANNOTATION_BINDING, INJECT_LABEL
+from agent.operator.admission import parse_pod
 from agent.operator.config import InjectionConfig
 from agent.operator.injection import plan_injection
 
@@ -51,8 +52,10 @@ def aws_binding(**aws: Any) -> dict[str, Any]:
 
 
 def injected(binding: dict[str, Any], endpoint: str | None = None) -> dict[str, Any]:
+    request = parse_pod(POD, CONFIG)
+    assert request is not None
     plan = plan_injection(
-        POD, binding, CONFIG, vault_addr="https://vault:8200", aws_endpoint_url=endpoint
+        request, binding, CONFIG, vault_addr="https://vault:8200", aws_endpoint_url=endpoint
     )
     assert plan is not None
     pod = copy.deepcopy(POD)

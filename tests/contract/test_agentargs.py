@@ -26,6 +26,7 @@ from agent.cli import main
 from agent.contract import agentargs
 from agent.contract.agentargs import AgentOption
 from agent.contract.pod import AGENT_CONTAINER, ANNOTATION_BINDING, INJECT_LABEL
+from agent.operator.admission import parse_pod
 from agent.operator.config import InjectionConfig
 from agent.operator.injection import plan_injection
 
@@ -70,7 +71,11 @@ AWS_BINDING = binding(
 
 
 def injected(binding: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-    plan = plan_injection(POD, binding, CONFIG, vault_addr="https://vault.vault.svc:8200", **kwargs)
+    request = parse_pod(POD, CONFIG)
+    assert request is not None
+    plan = plan_injection(
+        request, binding, CONFIG, vault_addr="https://vault.vault.svc:8200", **kwargs
+    )
     assert plan is not None
     agent: dict[str, Any] = next(c for c in plan["initContainers"] if c["name"] == AGENT_CONTAINER)
     return agent

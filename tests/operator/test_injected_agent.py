@@ -28,6 +28,7 @@ import yaml
 
 from agent import keyfile
 from agent.contract.pod import AGENT_CONTAINER
+from agent.operator.admission import parse_pod
 from agent.operator.config import InjectionConfig, OperatorConfig
 from agent.operator.injection import plan_injection
 from tests.chart.conftest import helm, run_helm, template_args
@@ -46,7 +47,9 @@ def injected_agent(
         },
         "spec": {"containers": [{"name": "app", "image": "solver:1"}]},
     }
-    plan = plan_injection(pod, binding, config, vault_addr="https://vault.invalid:8200")
+    request = parse_pod(pod, config)
+    assert request is not None
+    plan = plan_injection(request, binding, config, vault_addr="https://vault.invalid:8200")
     assert plan is not None
     agent: dict[str, Any] = next(c for c in plan["initContainers"] if c["name"] == AGENT_CONTAINER)
     return agent
@@ -109,7 +112,9 @@ def test_the_chart_value_reaches_the_injected_agent(helm: Path) -> None:
         },
         "spec": {"containers": [{"name": "app", "image": "solver:1"}]},
     }
-    plan = plan_injection(pod, binding, config.injection, vault_addr="https://vault:8200")
+    request = parse_pod(pod, config.injection)
+    assert request is not None
+    plan = plan_injection(request, binding, config.injection, vault_addr="https://vault:8200")
     assert plan is not None
     (agent,) = plan["initContainers"]
     assert {"name": "CAPTCHAKEY_REFRESH_INTERVAL", "value": "42"} in agent["env"]

@@ -1,4 +1,4 @@
-"""plan_injection: what the mutating webhook does to a pod, tested on plain pod dicts.
+"""parse_pod then plan_injection: what the mutating webhook does to a pod, on plain pod dicts.
 
 Aspects covered:
 - opt-in: a pod without the ``captchakeys.io/inject: "true"`` label is untouched (None);
@@ -51,8 +51,9 @@ from agent.contract.pod import (
     ANNOTATION_MOUNT_PATH,
     INJECT_LABEL,
 )
+from agent.operator.admission import InjectionError, parse_pod
 from agent.operator.config import InjectionConfig
-from agent.operator.injection import InjectionError, plan_injection
+from agent.operator.injection import plan_injection
 from agent.operator.resources import qos_class
 
 VAULT_ADDR = "https://vault.vault.svc:8200"
@@ -112,14 +113,24 @@ def make_binding(*, file_name: str | None = None, audience: str | None = None) -
     }
 
 
+def plan(
+    pod: dict[str, Any], binding: dict[str, Any] | None, config: InjectionConfig = CONFIG
+) -> dict[str, Any] | None:
+    """The webhook's plan for ``pod``: read once, then planned from what was read."""
+    request = parse_pod(pod, config)
+    if request is None:
+        return None
+    return plan_injection(request, binding, config, vault_addr=VAULT_ADDR)
+
+
 def inject(pod: dict[str, Any], binding: dict[str, Any] | None = None) -> dict[str, Any]:
     """The pod after applying the planned spec fields (asserting there was a plan)."""
     original = copy.deepcopy(pod)
-    plan = plan_injection(pod, binding or make_binding(), CONFIG, vault_addr=VAULT_ADDR)
-    assert plan is not None
-    assert pod == original, "plan_injection must not mutate its input"
+    planned = plan(pod, binding or make_binding())
+    assert planned is not None
+    assert pod == original, "reading and planning must not mutate the pod"
     result = copy.deepcopy(pod)
-    result["spec"].update(plan)
+    result["spec"].update(planned)
     return result
 
 
@@ -215,7 +226,7 @@ def test_existing_init_containers_and_volumes_are_kept_after_ours() -> None:
 
 def test_readmission_of_an_injected_pod_changes_nothing() -> None:
     pod = inject(make_pod("app", "worker"))
-    assert plan_injection(pod, make_binding(), CONFIG, vault_addr=VAULT_ADDR) is None
+    assert plan(pod, make_binding()) is None
 
 
 @pytest.mark.parametrize("policy", ["Never", "OnFailure"])
@@ -232,10 +243,10 @@ def test_job_pod_gets_a_native_sidecar(policy: str) -> None:
 @pytest.mark.parametrize("label", [None, "false", "True", "yes"])
 def test_pod_without_the_opt_in_label_is_untouched(label: str | None) -> None:
     pod = make_pod("app", label=label)
-    assert plan_injection(pod, make_binding(), CONFIG, vault_addr=VAULT_ADDR) is None
+    assert plan(pod, make_binding()) is None
     # Not even a broken annotation is looked at when the pod did not opt in.
     del pod["metadata"]["annotations"][ANNOTATION_BINDING]
-    assert plan_injection(pod, None, CONFIG, vault_addr=VAULT_ADDR) is None
+    assert plan(pod, None) is None
 
 
 def test_key_file_uses_mount_path_annotation_and_binding_file_name() -> None:
@@ -322,9 +333,7 @@ def refused(
     pod: dict[str, Any], binding: dict[str, Any] | None = None, *, absent: bool = False
 ) -> str:
     with pytest.raises(InjectionError) as info:
-        plan_injection(
-            pod, None if absent else (binding or make_binding()), CONFIG, vault_addr=VAULT_ADDR
-        )
+        plan(pod, None if absent else (binding or make_binding()))
     return str(info.value)
 
 
@@ -438,10 +447,10 @@ CA_CONFIG = dataclasses.replace(CONFIG, vault_ca_config_map="vault-ca")
 
 
 def inject_with(config: InjectionConfig, pod: dict[str, Any]) -> dict[str, Any]:
-    plan = plan_injection(pod, make_binding(), config, vault_addr=VAULT_ADDR)
-    assert plan is not None
+    planned = plan(pod, make_binding(), config)
+    assert planned is not None
     result = copy.deepcopy(pod)
-    result["spec"].update(plan)
+    result["spec"].update(planned)
     return result
 
 
@@ -476,7 +485,7 @@ def test_without_a_vault_ca_config_map_nothing_ca_related_is_injected() -> None:
 def test_vault_ca_volume_name_clash(config: InjectionConfig) -> None:
     pod = make_pod("app", volumes=[{"name": "captchaai-vault-ca", "emptyDir": {}}])
     with pytest.raises(InjectionError) as info:
-        plan_injection(pod, make_binding(), config, vault_addr=VAULT_ADDR)
+        plan(pod, make_binding(), config)
     assert "captchaai-vault-ca" in str(info.value)
     assert "rename" in str(info.value)
 
@@ -510,21 +519,22 @@ def test_reinvocation_gives_the_key_to_a_container_a_later_webhook_added() -> No
     assert container(again, "app") == container(pod, "app")
     assert [c["name"] for c in again["spec"]["initContainers"]] == [AGENT_CONTAINER]
     assert again["spec"]["volumes"] == pod["spec"]["volumes"]
-    assert plan_injection(again, make_binding(), CONFIG, vault_addr=VAULT_ADDR) is None
+    assert plan(again, make_binding()) is None
     assert_valid_pod(again)
 
 
 def test_reinvocation_respects_the_containers_annotation() -> None:
     pod = inject(make_pod("app", annotations={ANNOTATION_CONTAINERS: "app"}))
     pod["spec"]["containers"].append({"name": "envoy", "image": "example/envoy:1"})
-    assert plan_injection(pod, make_binding(), CONFIG, vault_addr=VAULT_ADDR) is None
+    assert plan(pod, make_binding()) is None
 
 
 def test_reinvocation_restores_the_agents_group_a_later_webhook_dropped() -> None:
     pod = inject(make_pod("app"))
     pod["spec"]["securityContext"] = {"runAsUser": 1000}
-    plan = plan_injection(pod, make_binding(), CONFIG, vault_addr=VAULT_ADDR)
-    assert plan == {"securityContext": {"runAsUser": 1000, "supplementalGroups": [AGENT_GID]}}
+    assert plan(pod, make_binding()) == {
+        "securityContext": {"runAsUser": 1000, "supplementalGroups": [AGENT_GID]}
+    }
 
 
 # --- resources and the QoS class --------------------------------------------------------
