@@ -64,20 +64,21 @@ sys.path.insert(0, str(ROOT))
 
 from agent import keyfile  # noqa: E402
 from agent.devvault import bao_binary  # noqa: E402
+from agent.operator.config import OperatorConfig, TLSConfig  # noqa: E402
 from captchakeys import KeyReader  # noqa: E402
-from tests.operator.conftest import OPERATOR_NS, operator_on_loopback  # noqa: E402
 from tests.rig.helpers import free_port, stop_process, wait_until  # noqa: E402
-from tests.rig.kube import (  # noqa: E402
-    BaoAuth,
-    BaoRole,
-    RealisticKubernetes,
-    configure_kubernetes_auth,
-)
+from tests.rig.kube import RealisticKubernetes  # noqa: E402
 from tests.rig.openbao import OpenBaoServer  # noqa: E402
+from tests.rig.openbao_auth import BaoAuth, configure_kubernetes_auth  # noqa: E402
+from tests.rig.operator import (  # noqa: E402
+    SERVING_SECRET,
+    RunningOperator,
+    operator_on_loopback,
+    operator_vault,
+)
 from tests.rig.scenario import Workload, create_consumer_pod, delete_pod  # noqa: E402
 
 MIB = 1024.0
-OPERATOR_POLICY = 'path "secret/metadata/captchaai/*" { capabilities = ["read"] }\n'
 
 
 # -- measuring -----------------------------------------------------------------------
@@ -356,36 +357,29 @@ def agent_hops(log: Path, version: int) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def running_operator(bench: Bench, workload: Workload) -> Iterator[Any]:
-    """The operator on loopback for ``workload``; the webhook configurations it finds made
-    anew each time (the chart's part), so sections can each start their own operator."""
-    for kind in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"):
-        with contextlib.suppress(Exception):
-            asyncio.run(bench.kube.call(
-                "DELETE", f"/apis/admissionregistration.k8s.io/v1/{kind}/captcha-key-agent"
-            ))  # fmt: skip
+def running_operator(bench: Bench, workload: Workload) -> Iterator[RunningOperator]:
+    """The operator on loopback for ``workload``; each section starts its own."""
     with operator_on_loopback(bench.kube, operator_config(bench, workload), bench.tmp) as op:
         yield op
 
 
-def operator_config(bench: Bench, workload: Workload) -> Any:
-    from agent.operator.config import OperatorConfig, TLSConfig, VaultConfig
-
-    role = "captcha-key-operator"
-    bench.bao.client().sys.create_or_update_policy(role, OPERATOR_POLICY)
+def operator_config(bench: Bench, workload: Workload) -> OperatorConfig:
     assert bench.auth is not None
-    bench.auth.add_role(BaoRole(role, [OPERATOR_NS], [role], policies=[role]))
-    token_file = bench.tmp / "operator-vault-token"
-    token_file.write_text(bench.kube.issue_token(OPERATOR_NS, role, audience="vault"))
+    vault = operator_vault(
+        bench.kube,
+        bench.bao,
+        bench.auth,
+        bench.tmp,
+        allow_insecure_http=True,
+        allowed_addresses=(bench.bao.addr,),
+    )
     return OperatorConfig(
-        vault=VaultConfig(address=bench.bao.addr, auth_mount=bench.auth.mount, auth_role=role,
-                          token_file=token_file, allow_insecure_http=True,
-                          allowed_addresses=(bench.bao.addr,)),
+        vault=vault,
         environments=(workload.environment,),
         peering_name=None,
         webhook_port=free_port(),
-        tls=TLSConfig(secret_name="captcha-key-agent-webhook-tls"),  # noqa: S106 - a name
-    )  # fmt: skip
+        tls=TLSConfig(secret_name=SERVING_SECRET),
+    )
 
 
 def bench_rotation(bench: Bench, runs: int, sizes: list[int]) -> list[tuple[Figure, Figure | None]]:

@@ -42,11 +42,17 @@ from agent.sidecar.watcher import AgentDefaults, BindingAgent, run_binding_agent
 from agent.vault import TokenAuth, VaultClient
 from captchakeys import KeyReader
 from tests.aws.conftest import AGENT_ACTIONS, TOKEN, TRUST
-from tests.operator.conftest import operator_on_loopback
 from tests.rig.helpers import free_port
 from tests.rig.kube import API_AUDIENCE, RealisticKubernetes
 from tests.rig.moto import ACCOUNT, REGION, MotoServer
-from tests.rig.scenario import BINDINGS_PATH, Workload, eventually, kopf_in_thread
+from tests.rig.operator import operator_on_loopback
+from tests.rig.scenario import (
+    BINDINGS_PATH,
+    Workload,
+    eventually,
+    kopf_in_thread,
+    wait_status,
+)
 
 KEY_1 = "0123456789abcdef0123456789abcdef"
 KEY_2 = "fedcba9876543210fedcba9876543210"
@@ -58,6 +64,7 @@ class AwsWorkload:
 
     def __init__(self, kube: RealisticKubernetes, moto: MotoServer, tmp: Path) -> None:
         self.kube, self.moto, self.tmp = kube, moto, tmp
+        self.namespace = NAMESPACE
         self.environment = f"env{free_port()}"
         self.secret = f"captchaai/{self.environment}"
         self.role = moto.create_role([{"Action": AGENT_ACTIONS, "Resource": "*"}], TRUST)
@@ -86,21 +93,6 @@ class AwsWorkload:
     async def patch(self, name: str, patch: dict[str, Any]) -> None:
         path = f"{BINDINGS_PATH.format(ns=NAMESPACE)}/{name}"
         await self.kube.call("PATCH", path, patch, content_type="application/merge-patch+json")
-
-    async def status(self, name: str) -> dict[str, Any]:
-        body = await self.kube.call("GET", f"{BINDINGS_PATH.format(ns=NAMESPACE)}/{name}")
-        return dict(body.get("status") or {})
-
-    async def wait_status(self, name: str, predicate: Any, seconds: float = 20) -> dict[str, Any]:
-        latest: dict[str, Any] = {}
-        try:
-            async with asyncio.timeout(seconds):
-                # Polling the API, as kubectl wait does.
-                while not predicate(latest := await self.status(name)):  # noqa: ASYNC110
-                    await asyncio.sleep(0.05)
-        except TimeoutError:
-            raise AssertionError(f"status never matched; last seen: {latest}") from None
-        return latest
 
 
 @pytest.fixture
@@ -196,7 +188,7 @@ async def test_rotation_rollout_and_safe_to_revoke(aws_workload: AwsWorkload) ->
     moto = aws_workload.moto
     _, _, first = moto.create_secret(json.dumps({"api_key": KEY_1}), name=aws_workload.secret)
     await aws_workload.create_binding("captchaai")
-    status = await aws_workload.wait_status("captchaai", lambda s: s.get("currentVersion") == first)
+    status = await wait_status(aws_workload, lambda s: s.get("currentVersion") == first)
     assert status["awsSecret"] == f"{REGION}:{aws_workload.secret}"
     reachable = next(c for c in status["conditions"] if c["type"] == "VaultReachable")
     assert reachable["message"] == "AWS Secrets Manager answered"
@@ -207,9 +199,7 @@ async def test_rotation_rollout_and_safe_to_revoke(aws_workload: AwsWorkload) ->
         ]
         await eventually(lambda: all(held(out) == first for _, out, _ in fleet), 20)
         assert (await agent_status(fleet[0][2]))["version"] == first
-        await aws_workload.wait_status(
-            "captchaai", lambda s: (s.get("rollout") or {}).get("upToDate") == 2
-        )
+        await wait_status(aws_workload, lambda s: (s.get("rollout") or {}).get("upToDate") == 2)
         rotated = threading.Event()
         with KeyReader(fleet[0][1] / "api_key") as reader:
             reader.on_change(lambda _key: rotated.set())
@@ -219,8 +209,8 @@ async def test_rotation_rollout_and_safe_to_revoke(aws_workload: AwsWorkload) ->
             await eventually(rotated.is_set, 20)
             assert reader.get() == KEY_2
             await eventually(lambda: reader.version == second)
-        status = await aws_workload.wait_status(
-            "captchaai", lambda s: (s.get("rollout") or {}).get("safeToRevoke") == [first]
+        status = await wait_status(
+            aws_workload, lambda s: (s.get("rollout") or {}).get("safeToRevoke") == [first]
         )
         assert all(held(out) == second for _, out, _ in fleet)
         assert status["currentVersion"] == second
@@ -243,7 +233,7 @@ async def test_pinning_a_version_id_and_unpinning(aws_workload: AwsWorkload) -> 
     _, _, first = moto.create_secret(json.dumps({"api_key": KEY_1}), name=aws_workload.secret)
     second = moto.put_value(aws_workload.secret, json.dumps({"api_key": KEY_2}))
     await aws_workload.create_binding("pinned", versionId=first)
-    await aws_workload.wait_status("pinned", lambda s: s.get("currentVersion") == first)
+    await wait_status(aws_workload, lambda s: s.get("currentVersion") == first, name="pinned")
     async with aws_consumer(aws_workload, "pinned", 0) as (_, out, _):
         await eventually(lambda: held(out) == first, 20)
         assert (out / "api_key").read_text() == KEY_1
@@ -259,7 +249,7 @@ async def test_captchakey_rotate_waits_for_the_old_id_to_be_revocable(
     moto = aws_workload.moto
     _, _, first = moto.create_secret(json.dumps({"api_key": KEY_1}), name=aws_workload.secret)
     await aws_workload.create_binding("rotated")
-    await aws_workload.wait_status("rotated", lambda s: s.get("currentVersion") == first)
+    await wait_status(aws_workload, lambda s: s.get("currentVersion") == first, name="rotated")
     kube = KubeApi.connect(aws_workload.kube.api_url, aws_workload.kube.admin_token)
     binding = await find_binding(kube, NAMESPACE, "rotated", None)
     with pytest.raises(LookupError, match="put-secret-value"):
@@ -306,7 +296,7 @@ async def test_operator_denied_describe_secret_says_so_and_publishes_nothing(
     def forbidden(status: dict[str, Any]) -> bool:
         return any(c.get("reason") == "AwsForbidden" for c in status.get("conditions", []))
 
-    status = await denied_workload.wait_status("denied", forbidden)
+    status = await wait_status(denied_workload, forbidden, name="denied")
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "False"
     assert "secretsmanager:DescribeSecret" in ready["message"]

@@ -50,10 +50,10 @@ from agent.runtime.backoff import Backoff
 from agent.sidecar.watcher import AgentDefaults, BindingAgent, run_binding_agent
 from tests.chart.conftest import ROOT, Doc, find, one, run_helm
 from tests.chart.test_vault_setup import SCRIPT, run_script
-from tests.operator.conftest import OPERATOR_NS, RunningOperator, operator_on_loopback
 from tests.rig.helpers import free_port
 from tests.rig.kube import API_AUDIENCE, RealisticKubernetes
 from tests.rig.openbao import OpenBaoServer
+from tests.rig.operator import OPERATOR_NS, RunningOperator, operator_on_loopback
 from tests.rig.scenario import BINDINGS_PATH, eventually, kopf_in_thread
 
 README = ROOT / "README.md"

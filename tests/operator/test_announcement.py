@@ -12,7 +12,6 @@ operator asked them):
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime
 import http.server
@@ -24,9 +23,9 @@ from typing import Any
 import pytest
 import requests
 
-from tests.operator.conftest import RunningOperator
 from tests.rig.helpers import free_port
-from tests.rig.scenario import Workload, create_consumer_pod
+from tests.rig.operator import RunningOperator
+from tests.rig.scenario import Workload, create_consumer_pod, wait_status
 
 
 class StandIn:
@@ -70,21 +69,6 @@ class StandIn:
         finally:
             self.server.shutdown()
             self.server.server_close()
-
-
-async def status_of(workload: Workload) -> dict[str, Any]:
-    return (await workload.get_binding("captchaai")).get("status") or {}
-
-
-async def wait_status(workload: Workload, predicate: Any, seconds: float = 20.0) -> dict[str, Any]:
-    latest: dict[str, Any] = {}
-    try:
-        async with asyncio.timeout(seconds):
-            while not predicate(latest := await status_of(workload)):  # noqa: ASYNC110 - polling the API.
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"status never matched; last seen: {latest}") from None
-    return latest
 
 
 def settled_on(version: int, consumers: int) -> Any:

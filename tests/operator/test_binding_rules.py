@@ -38,9 +38,9 @@ import yaml
 
 from agent.binding.model import BindingSpec, InvalidBindingError
 from agent.operator.config import AwsConfig, OperatorConfig, TLSConfig, VaultConfig
-from tests.operator.conftest import RunningOperator, operator_on_loopback
 from tests.rig.helpers import free_port
 from tests.rig.kube import RealisticKubernetes
+from tests.rig.operator import RunningOperator, operator_on_loopback
 
 CRD_FILE = (
     Path(__file__).resolve().parents[2] / "manifests/crds/captchakeys.io_captchakeybindings.yaml"

@@ -27,8 +27,8 @@ import yaml
 
 from agent.operator import tls
 from tests.chart.conftest import CHART, ROOT, load_script, run_helm
-from tests.operator.conftest import RunningOperator
 from tests.rig.helpers import free_port
+from tests.rig.operator import RunningOperator
 
 CAPTCHAKEY = str(Path(sys.executable).with_name("captchakey"))
 

@@ -23,8 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.operator.observability import CONSUMER_STATES, Metrics
 from agent.sidecar.metrics import AgentMetrics
-from tests.operator.conftest import RunningOperator
 from tests.operator.test_webhooks import mutate, pod
+from tests.rig.operator import RunningOperator
 from tests.rig.scenario import Workload, eventually
 
 

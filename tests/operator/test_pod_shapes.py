@@ -42,8 +42,8 @@ import requests
 from kubernetes.utils import parse_quantity
 
 from agent.contract.pod import AGENT_CONTAINER, AGENT_GID, AGENT_UID
-from tests.operator.conftest import RunningOperator
 from tests.rig.apiserver import admission_chain, admission_review, as_admitted, default_container
+from tests.rig.operator import RunningOperator
 from tests.rig.scenario import Workload
 
 SCHEMAS = ("1.29.0", "1.37.0")

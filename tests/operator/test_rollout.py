@@ -48,25 +48,22 @@ from agent import keyfile
 from agent.contract.agentstatus import parse_last_error
 from agent.sidecar.watcher import BindingAgent
 from captchakeys import KeyReader
-from tests.operator.conftest import RunningOperator
 from tests.rig.helpers import free_port
+from tests.rig.operator import RunningOperator
 from tests.rig.scenario import (
     Workload,
+    binding_status,
     create_consumer_pod,
     delete_pod,
     eventually,
     running_agent,
+    wait_status,
 )
 
 
 def held(out: Path) -> int | None:
     meta = keyfile.read_metadata(out / "api_key")
     return meta.version if meta else None
-
-
-async def status_of(workload: Workload, name: str = "captchaai") -> dict[str, Any]:
-    body = await workload.get_binding(name)
-    return body.get("status") or {}
 
 
 async def request_rotation(workload: Workload, name: str = "captchaai") -> str:
@@ -90,23 +87,6 @@ async def consumers(
             await create_consumer_pod(workload, f"solver-{number}", port, "captchaai")
             agents.append((agent, out))
         yield agents
-
-
-async def wait_status(workload: Workload, predicate: Any, seconds: float = 30.0) -> dict[str, Any]:
-    latest: dict[str, Any] = {}
-
-    async def check() -> bool:
-        nonlocal latest
-        latest = await status_of(workload)
-        return bool(predicate(latest))
-
-    try:
-        async with asyncio.timeout(seconds):
-            while not await check():  # noqa: ASYNC110 - polling the API, as kubectl wait does.
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"status never matched; last seen: {latest}") from None
-    return latest
 
 
 async def events_of(workload: Workload, name: str = "captchaai") -> list[dict[str, Any]]:
@@ -189,7 +169,7 @@ async def test_many_consumers_and_safe_to_revoke_only_after_the_last(
         await request_rotation(workload)
         progress: set[int] = set()
         while True:
-            status = await status_of(workload)
+            status = await binding_status(workload)
             rollout = status.get("rollout") or {}
             if status.get("currentVersion") == 2:
                 progress.add(rollout.get("upToDate", 0))

@@ -20,8 +20,8 @@ from cryptography.exceptions import InvalidSignature
 
 from agent.kube import KubeApi
 from agent.operator import tls
-from tests.operator.conftest import OPERATOR_NS, webhook_configurations
 from tests.rig.kube import RealisticKubernetes
+from tests.rig.operator import OPERATOR_NS, webhook_configurations
 
 NAMES = tls.service_names("captcha-key-agent-webhook", OPERATOR_NS)
 SECRET = "captcha-key-agent-webhook-tls"

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from agent.operator.config import OperatorConfig, VaultConfig
-from tests.operator.conftest import operator_on_loopback
 from tests.rig.helpers import free_port
 from tests.rig.kube import RealisticKubernetes
+from tests.rig.operator import operator_on_loopback
 from tests.rig.scenario import Workload
 
 REACTOR = "kopf._core.reactor.running"

@@ -32,9 +32,9 @@ import requests
 
 from agent.contract.pod import AGENT_CONTAINER
 from agent.operator.config import OperatorConfig, VaultConfig
-from tests.operator.conftest import OPERATOR_NS, RunningOperator, operator_on_loopback
 from tests.rig.helpers import free_port
 from tests.rig.kube import RealisticKubernetes
+from tests.rig.operator import OPERATOR_NS, RunningOperator, operator_on_loopback
 from tests.rig.scenario import Workload
 
 

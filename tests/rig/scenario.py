@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import kopf
 
@@ -40,6 +40,44 @@ async def eventually(predicate: Callable[[], bool], seconds: float = 30.0) -> No
                 await asyncio.sleep(0.02)
     except TimeoutError:
         raise AssertionError(f"condition not met within {seconds}s: {predicate}") from None
+
+
+class BindingsAt(Protocol):
+    """Where bindings live: the rig and a namespace (a :class:`Workload`, or a test's own)."""
+
+    @property
+    def kube(self) -> RealisticKubernetes: ...
+
+    @property
+    def namespace(self) -> str: ...
+
+
+async def binding_status(where: BindingsAt, name: str = "captchaai") -> dict[str, Any]:
+    """A binding's status as the API holds it now (empty before the operator wrote one)."""
+    body = await where.kube.call("GET", f"{BINDINGS_PATH.format(ns=where.namespace)}/{name}")
+    return dict(body.get("status") or {})
+
+
+async def wait_status(
+    where: BindingsAt,
+    predicate: Callable[[dict[str, Any]], object],
+    seconds: float = 30.0,
+    *,
+    name: str = "captchaai",
+) -> dict[str, Any]:
+    """A binding's status once ``predicate`` holds; the last one seen in the failure.
+
+    Polled, as ``kubectl wait`` does; the bound only ends a failing test, as in
+    :func:`eventually`.
+    """
+    latest: dict[str, Any] = {}
+    try:
+        async with asyncio.timeout(seconds):
+            while not predicate(latest := await binding_status(where, name)):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"status never matched; last seen: {latest}") from None
+    return latest
 
 
 @dataclass

@@ -1,0 +1,192 @@
+"""The real operator against the rig, as the chart runs it: HTTPS webhooks, probes, metrics.
+
+The operator's tests and the bench run it the same way: in a thread with a loop of its
+own (as another process would be), after the cluster's part is declared (its version,
+and the webhook configurations the chart installs and the operator patches). It logs
+in to OpenBao with its own Kubernetes-auth role whose policy allows ``read`` on KV
+*metadata* only, as in production (:func:`operator_vault`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import kopf
+
+from agent.kube import KubeApi
+from agent.operator.app import run_operator
+from agent.operator.config import OperatorConfig, VaultConfig
+from tests.rig.helpers import free_port
+from tests.rig.kube import RealisticKubernetes
+from tests.rig.openbao import OpenBaoServer
+from tests.rig.openbao_auth import BaoAuth, BaoRole
+from tests.rig.scenario import kopf_in_thread
+
+__all__ = [
+    "OPERATOR_NS",
+    "SERVING_SECRET",
+    "RunningOperator",
+    "operator_on_loopback",
+    "operator_vault",
+    "webhook_configurations",
+]
+
+OPERATOR_NS = "captcha-system"
+OPERATOR_ROLE = "captcha-key-operator"
+OPERATOR_POLICY = 'path "secret/metadata/captchaai/*" { capabilities = ["read"] }\n'
+WEBHOOKS = ("captcha-key-agent",)
+#: The Secret the operator keeps its webhook's serving certificate and CA in.
+SERVING_SECRET = "captcha-key-agent-webhook-tls"
+_ADMISSION = "/apis/admissionregistration.k8s.io/v1"
+_SERVING_SECRET_PATH = f"/api/v1/namespaces/{OPERATOR_NS}/secrets/{SERVING_SECRET}"
+_WEBHOOK_KINDS = (
+    ("MutatingWebhookConfiguration", "mutatingwebhookconfigurations"),
+    ("ValidatingWebhookConfiguration", "validatingwebhookconfigurations"),
+)
+KUBERNETES_VERSION = {
+    "major": "1",
+    "minor": "31",
+    "gitVersion": "v1.31.0",
+    "gitCommit": "0" * 40,
+    "gitTreeState": "clean",
+    "buildDate": "2026-01-01T00:00:00Z",
+    "goVersion": "go1.23",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
+
+
+@dataclass
+class RunningOperator:
+    """Where a running operator answers, and the CA that signs its webhook."""
+
+    config: OperatorConfig
+    url: str
+    ca_file: Path
+    probes_url: str
+    metrics_url: str
+
+
+def operator_vault(
+    kube: RealisticKubernetes, openbao: OpenBaoServer, auth: BaoAuth, tmp: Path, **options: Any
+) -> VaultConfig:
+    """The operator's Vault settings, with its role and projected token made first.
+
+    ``options`` are the rest of :class:`~agent.operator.config.VaultConfig`, e.g. the
+    bench's ``allow_insecure_http``.
+    """
+    openbao.client().sys.create_or_update_policy(OPERATOR_ROLE, OPERATOR_POLICY)
+    role = BaoRole(OPERATOR_ROLE, [OPERATOR_NS], [OPERATOR_ROLE], policies=[OPERATOR_ROLE])
+    auth.add_role(role)
+    token_file = tmp / "operator-vault-token"
+    token_file.write_text(kube.issue_token(OPERATOR_NS, OPERATOR_ROLE, audience="vault"))
+    return VaultConfig(
+        address=openbao.addr,
+        auth_mount=auth.mount,
+        auth_role=OPERATOR_ROLE,
+        token_file=token_file,
+        **options,
+    )
+
+
+async def webhook_configurations(kube: RealisticKubernetes, minor: int = 31) -> None:
+    """Declare the cluster's version and the chart's webhook configurations, anew.
+
+    Configurations an earlier operator on the same rig patched are replaced, so that
+    each operator starts from what the chart installs.
+    """
+    version = {**KUBERNETES_VERSION, "minor": str(minor), "gitVersion": f"v1.{minor}.0"}
+    for path in ("/version", "/version/"):  # the official client asks for the latter.
+        kube[f"get {path}"] << version
+    service = {"name": "captcha-key-agent-webhook", "namespace": OPERATOR_NS}
+    webhook = {
+        "name": "pods.captchakeys.io",
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"],
+        "clientConfig": {"service": service},
+    }
+    for kind, path in _WEBHOOK_KINDS:
+        with contextlib.suppress(aiohttp.ClientResponseError):  # 404: none yet.
+            await kube.call("DELETE", f"{_ADMISSION}/{path}/{WEBHOOKS[0]}")
+        body = {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": kind,
+            "metadata": {"name": WEBHOOKS[0]},
+            "webhooks": [webhook],
+        }
+        await kube.call("POST", f"{_ADMISSION}/{path}", body)
+
+
+@contextlib.contextmanager
+def operator_on_loopback(
+    kube: RealisticKubernetes, config: OperatorConfig, tmp_path: Path, *, minor: int = 31
+) -> Iterator[RunningOperator]:
+    """Run the operator against the rig until the block ends: HTTPS webhooks, probes, metrics.
+
+    Its webhook configurations and the cluster version are declared first, as the chart and
+    the cluster would provide them; the yielded object knows the CA that signs the webhook.
+    """
+    asyncio.run(webhook_configurations(kube, minor))
+    probes, metrics = free_port(), free_port()
+
+    async def main(stop: asyncio.Event, ready: asyncio.Event) -> None:
+        await run_operator(
+            config,
+            OPERATOR_NS,
+            kube=KubeApi.connect(kube.api_url, kube.admin_token),
+            connection=kopf.ConnectionInfo(server=kube.api_url, token=kube.admin_token),
+            webhook_host="127.0.0.1",
+            extra_names=("127.0.0.1",),
+            stop_flag=stop,
+            ready_flag=ready,
+            probes=("127.0.0.1", probes),
+            metrics_addr=("127.0.0.1", metrics),
+        )
+
+    with kopf_in_thread(main):
+        ca_file = tmp_path / "webhook-ca.crt"
+        asyncio.run(_wait_for_ca(kube, ca_file))
+        _wait_for_port(config.webhook_port)
+        yield RunningOperator(
+            config,
+            f"https://127.0.0.1:{config.webhook_port}",
+            ca_file,
+            probes_url=f"http://127.0.0.1:{probes}",
+            metrics_url=f"http://127.0.0.1:{metrics}/metrics",
+        )
+
+
+def _wait_for_port(port: int, seconds: float = 10.0) -> None:
+    """kopf reports ready before its webhook server listens: wait for the socket."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+        else:
+            return
+
+
+async def _wait_for_ca(kube: RealisticKubernetes, ca_file: Path) -> None:
+    """The CA the operator generated for its webhook, once it stored the serving Secret."""
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                secret = await kube.call("GET", _SERVING_SECRET_PATH)
+            except aiohttp.ClientResponseError:  # not created yet.
+                await asyncio.sleep(0.05)
+                continue
+            ca_file.write_bytes(base64.b64decode(secret["data"]["ca.crt"]))
+            return
