@@ -101,9 +101,15 @@ def parse_pod(pod: Mapping[str, Any], config: InjectionConfig) -> InjectionReque
         return None
     spec = pod.get("spec") or {}
     _refuse_windows(spec)
+    return _request(metadata, spec, config)
+
+
+def _request(
+    metadata: Mapping[str, Any], spec: Mapping[str, Any], config: InjectionConfig
+) -> InjectionRequest:
     annotations: Mapping[str, str] = metadata.get("annotations") or {}
-    containers = tuple(spec.get("containers") or ())
-    has_agent = any(c.get("name") == AGENT_CONTAINER for c in spec.get("initContainers") or ())
+    containers, init_containers = _listed(spec, "containers"), _listed(spec, "initContainers")
+    has_agent = any(c.get("name") == AGENT_CONTAINER for c in init_containers)
     return InjectionRequest(
         namespace=str(metadata.get("namespace") or ""),
         binding_name=_binding_name(annotations),
@@ -111,11 +117,15 @@ def parse_pod(pod: Mapping[str, Any], config: InjectionConfig) -> InjectionReque
         targets=_targets(annotations.get(ANNOTATION_CONTAINERS, ""), containers),
         mount_path=_mount_path(annotations.get(ANNOTATION_MOUNT_PATH, config.mount_path)),
         agent_resources=None if has_agent else _agent_resources(annotations, config, spec),
-        init_containers=tuple(spec.get("initContainers") or ()),
-        volumes=tuple(spec.get("volumes") or ()),
+        init_containers=init_containers,
+        volumes=_listed(spec, "volumes"),
         security_context=spec.get("securityContext") or {},
         pod_resources=spec.get("resources") or {},
     )
+
+
+def _listed(spec: Mapping[str, Any], field: str) -> Objects:
+    return tuple(spec.get(field) or ())
 
 
 def _refuse_windows(spec: Mapping[str, Any]) -> None:

@@ -23,7 +23,9 @@ agent's resources keep the pod's QoS class (:mod:`agent.operator.resources`).
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from typing import Any
 
 from agent.binding.policy import VaultPolicy
@@ -51,11 +53,33 @@ from agent.contract.pod import (
     VAULT_TOKEN_FILE,
     VAULT_TOKEN_VOLUME,
 )
-from agent.operator.admission import AnnotationError, InjectionError, InjectionRequest
+from agent.keyfile import DEFAULT_FILE_NAME
+from agent.operator.admission import (
+    AgentResources,
+    AnnotationError,
+    InjectionError,
+    InjectionRequest,
+    Objects,
+)
 from agent.operator.config import InjectionConfig
 from agent.operator.resources import with_agent_added
 
 __all__ = ["InjectionError", "plan_injection"]
+
+# The volumes the webhook adds: a pod that has one of these names already cannot get them.
+_OUR_VOLUMES = frozenset(
+    (KEY_VOLUME, VAULT_TOKEN_VOLUME, KUBE_API_VOLUME, VAULT_CA_VOLUME, AWS_TOKEN_VOLUME)
+)
+
+
+@dataclass(frozen=True)
+class _Operator:
+    """What the operator gives every agent it injects, besides the binding's name."""
+
+    config: InjectionConfig
+    vault_addr: str
+    aws_endpoint_url: str | None
+    policy: VaultPolicy | None
 
 
 def plan_injection(
@@ -78,58 +102,83 @@ def plan_injection(
     allow-lists) is handed to the agent, and a binding whose token audience it does not
     allow gets no token minted for that audience.
     """
-    binding_name = request.binding_name
-    if binding is None:
-        raise AnnotationError(
-            ANNOTATION_BINDING,
-            f"CaptchaKeyBinding {binding_name!r} (annotation {ANNOTATION_BINDING}) does not exist "
-            "in this namespace: create it first (kubectl get ckb) or fix the annotation",
-        )
-    containers: list[dict[str, Any]] = [dict(c) for c in request.containers]
-    targets = set(request.targets)
-    mount_path = request.mount_path
-    file_spec = (binding.get("spec") or {}).get("file") or {}
-    key_file = posixpath.join(mount_path, str(file_spec.get("name") or "api_key"))
-    planned: dict[str, Any] = {}
+    binding_spec = _binding_spec(request.binding_name, binding)
+    key_file = posixpath.join(request.mount_path, _file_name(binding_spec))
     resources = request.agent_resources
-    if resources is None:
-        missing = {c["name"] for c in containers if c["name"] in targets
-                   and not _has_key(c, mount_path, key_file)}  # fmt: skip
-        _refuse_clashes((), containers, missing, mount_path)
-        if missing:
-            planned["containers"] = _give_key(containers, missing, mount_path, key_file)
+    if resources is None:  # a reinvocation: the agent and its volumes are there already.
+        planned = _key_for_newcomers(request, key_file)
     else:
-        _refuse_clashes(request.volumes, containers, targets, mount_path)
-        auth = (binding.get("spec") or {}).get("vault") or {}
-        audience = str((auth.get("auth") or {}).get("audience") or config.token_audience)
-        agent = _agent_container(binding_name, config, vault_addr, resources)
-        if policy is not None:
-            _check_audience(policy, binding_name, audience)
-            agent["env"].extend(policy.as_env())
-        planned = {
-            "initContainers": [
-                agent,
-                *request.init_containers,
-            ],
-            "containers": _give_key(containers, targets, mount_path, key_file),
-            "volumes": [*request.volumes, *_volumes(config, audience)],
-        }
-        binding_spec = binding.get("spec") or {}
-        if binding_spec.get("source") == "aws":
-            aws = binding_spec.get("aws") or {}
-            aws_audience = str(aws.get("audience") or DEFAULT_AWS_AUDIENCE)
-            if aws_audience in API_SERVER_AUDIENCES:  # no such token minted, even for STS.
-                raise InjectionError(
-                    f"CaptchaKeyBinding {binding_name!r}: spec.aws.audience {aws_audience!r} "
-                    "is the Kubernetes API server's own audience: use sts.amazonaws.com"
-                )
-            _use_aws_identity(planned, aws_audience, aws_endpoint_url)
-        if request.pod_resources:  # pod-level resources (>= 1.32) must cover the agent too.
-            planned["resources"] = with_agent_added(request.pod_resources, resources)
+        operator = _Operator(config, vault_addr, aws_endpoint_url, policy)
+        planned = _first_injection(request, resources, binding_spec, key_file, operator)
     security = _with_agent_group(request.security_context)
     if security is not None:
         planned["securityContext"] = security
     return planned or None
+
+
+def _binding_spec(name: str, binding: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The named binding's spec; a name that names no binding is the annotation's fault."""
+    if binding is None:
+        raise AnnotationError(
+            ANNOTATION_BINDING,
+            f"CaptchaKeyBinding {name!r} (annotation {ANNOTATION_BINDING}) does not exist "
+            "in this namespace: create it first (kubectl get ckb) or fix the annotation",
+        )
+    spec: Mapping[str, Any] = binding.get("spec") or {}
+    return spec
+
+
+def _file_name(binding_spec: Mapping[str, Any]) -> str:
+    return str((binding_spec.get("file") or {}).get("name") or DEFAULT_FILE_NAME)
+
+
+def _first_injection(
+    request: InjectionRequest,
+    resources: AgentResources,
+    binding_spec: Mapping[str, Any],
+    key_file: str,
+    operator: _Operator,
+) -> dict[str, Any]:
+    """The agent first among the init containers, its volumes, the key for every target."""
+    _refuse_volume_clashes(request.volumes)
+    _refuse_mount_clashes(request.containers, request.targets, request.mount_path)
+    audience = _vault_audience(request.binding_name, binding_spec, operator)
+    agent = _agent_container(request.binding_name, operator.config, operator.vault_addr, resources)
+    if operator.policy is not None:
+        agent["env"].extend(operator.policy.as_env())
+    planned: dict[str, Any] = {
+        "initContainers": [agent, *request.init_containers],
+        "containers": _give_key(request.containers, request.targets, request.mount_path, key_file),
+        "volumes": [*request.volumes, *_volumes(operator.config, audience)],
+    }
+    if binding_spec.get("source") == "aws":
+        sts_audience = _aws_audience(request.binding_name, binding_spec)
+        _use_aws_identity(planned, sts_audience, operator.aws_endpoint_url)
+    if request.pod_resources:  # pod-level resources (>= 1.32) must cover the agent too.
+        planned["resources"] = with_agent_added(request.pod_resources, resources)
+    return planned
+
+
+def _key_for_newcomers(request: InjectionRequest, key_file: str) -> dict[str, Any]:
+    """A reinvocation's plan: the key for the targets without it (a later webhook's)."""
+    missing = {
+        c["name"]
+        for c in request.containers
+        if c["name"] in request.targets and not _has_key(c, request.mount_path, key_file)
+    }
+    _refuse_mount_clashes(request.containers, missing, request.mount_path)
+    if not missing:
+        return {}
+    return {"containers": _give_key(request.containers, missing, request.mount_path, key_file)}
+
+
+def _vault_audience(name: str, binding_spec: Mapping[str, Any], operator: _Operator) -> str:
+    """The audience of the token for Vault: the binding's, or the config's; the policy's."""
+    auth = (binding_spec.get("vault") or {}).get("auth") or {}
+    audience = str(auth.get("audience") or operator.config.token_audience)
+    if operator.policy is not None:
+        _check_audience(operator.policy, name, audience)
+    return audience
 
 
 def _check_audience(policy: VaultPolicy, binding_name: str, audience: str) -> None:
@@ -137,6 +186,17 @@ def _check_audience(policy: VaultPolicy, binding_name: str, audience: str) -> No
         policy.check(None, audience)
     except InvalidBindingError as exc:
         raise InjectionError(f"CaptchaKeyBinding {binding_name!r}: {exc}") from None
+
+
+def _aws_audience(name: str, binding_spec: Mapping[str, Any]) -> str:
+    """The audience of an AWS binding's token for STS: never one the API server accepts."""
+    audience = str((binding_spec.get("aws") or {}).get("audience") or DEFAULT_AWS_AUDIENCE)
+    if audience in API_SERVER_AUDIENCES:  # no such token minted, even for STS.
+        raise InjectionError(
+            f"CaptchaKeyBinding {name!r}: spec.aws.audience {audience!r} is the Kubernetes "
+            "API server's own audience: use sts.amazonaws.com"
+        )
+    return audience
 
 
 def _has_key(container: Mapping[str, Any], mount_path: str, key_file: str) -> bool:
@@ -149,22 +209,24 @@ def _has_key(container: Mapping[str, Any], mount_path: str, key_file: str) -> bo
 
 
 def _give_key(
-    containers: list[dict[str, Any]], targets: set[str], mount_path: str, key_file: str
+    containers: Objects, targets: AbstractSet[str], mount_path: str, key_file: str
 ) -> list[dict[str, Any]]:
-    """The containers, the targets with the key mounted read-only and ``CAPTCHAAI_KEY_FILE``."""
-    for container in containers:
-        if container["name"] not in targets:
-            continue
-        mounts = [m for m in container.get("volumeMounts", []) if m.get("name") != KEY_VOLUME]
-        container["volumeMounts"] = [
-            *mounts,
-            {"name": KEY_VOLUME, "mountPath": mount_path, "readOnly": True},
-        ]
-        container["env"] = [
-            *[e for e in container.get("env", []) if e.get("name") != KEY_FILE_ENV],
-            {"name": KEY_FILE_ENV, "value": key_file},
-        ]
-    return containers
+    """The containers (copies), the targets with the key mounted read-only and told where."""
+    return [
+        _with_key(c, mount_path, key_file) if c.get("name") in targets else dict(c)
+        for c in containers
+    ]
+
+
+def _with_key(container: Mapping[str, Any], mount_path: str, key_file: str) -> dict[str, Any]:
+    """The container with the key volume at ``mount_path`` and ``CAPTCHAAI_KEY_FILE`` set."""
+    mounts = [m for m in container.get("volumeMounts") or [] if m.get("name") != KEY_VOLUME]
+    env = [e for e in container.get("env") or [] if e.get("name") != KEY_FILE_ENV]
+    return {
+        **container,
+        "volumeMounts": [*mounts, {"name": KEY_VOLUME, "mountPath": mount_path, "readOnly": True}],
+        "env": [*env, {"name": KEY_FILE_ENV, "value": key_file}],
+    }
 
 
 def _with_agent_group(pod_security: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -183,32 +245,33 @@ def _with_agent_group(pod_security: Mapping[str, Any]) -> dict[str, Any] | None:
     return {**pod_security, "supplementalGroups": [*groups, AGENT_GID]}
 
 
-def _refuse_clashes(
-    volumes: Sequence[Mapping[str, Any]],
-    containers: Sequence[Mapping[str, Any]],
-    targets: set[str],
-    path: str,
-) -> None:
-    """Refuse names and paths the injection would collide with (in ``volumes``: our volumes)."""
-    ours = {KEY_VOLUME, VAULT_TOKEN_VOLUME, KUBE_API_VOLUME, VAULT_CA_VOLUME, AWS_TOKEN_VOLUME}
-    present = {str(v.get("name")) for v in volumes}
-    clash = sorted(ours & present)
+def _refuse_volume_clashes(volumes: Objects) -> None:
+    clash = sorted(_OUR_VOLUMES.intersection(str(v.get("name")) for v in volumes))
     if clash:
         raise InjectionError(
             f"the pod already has volume(s) named {', '.join(clash)}, which the key agent "
             "injects: rename them"
         )
+
+
+def _refuse_mount_clashes(containers: Objects, targets: AbstractSet[str], path: str) -> None:
+    """A target container must have nothing but the key mounted where the key goes."""
     for container in containers:
         if container.get("name") not in targets:
             continue
-        for mount in container.get("volumeMounts") or []:
-            if mount.get("name") == KEY_VOLUME:
-                continue  # ours, from an earlier pass.
-            if posixpath.normpath(str(mount.get("mountPath"))) == path:
-                raise InjectionError(
-                    f"container {container.get('name')!r} already mounts {mount.get('name')!r} "
-                    f"at {path}: choose another {ANNOTATION_MOUNT_PATH}"
-                )
+        mount = _other_mount_at(container, path)
+        if mount is not None:
+            raise InjectionError(
+                f"container {container.get('name')!r} already mounts {mount.get('name')!r} "
+                f"at {path}: choose another {ANNOTATION_MOUNT_PATH}"
+            )
+
+
+def _other_mount_at(container: Mapping[str, Any], path: str) -> Mapping[str, Any] | None:
+    """The container's mount at ``path``, unless it is the key's own (from an earlier pass)."""
+    mounts = container.get("volumeMounts") or []
+    others = (m for m in mounts if m.get("name") != KEY_VOLUME)
+    return next((m for m in others if posixpath.normpath(str(m.get("mountPath"))) == path), None)
 
 
 def _use_aws_identity(planned: dict[str, Any], audience: str, endpoint_url: str | None) -> None:
@@ -222,11 +285,11 @@ def _use_aws_identity(planned: dict[str, Any], audience: str, endpoint_url: str 
             volume["name"] = AWS_TOKEN_VOLUME
             volume["projected"]["sources"][0]["serviceAccountToken"]["audience"] = audience
     agent = planned["initContainers"][0]
+    sts_mount = {"name": AWS_TOKEN_VOLUME, "mountPath": AWS_TOKEN_DIR, "readOnly": True}
     agent["volumeMounts"] = [
-        {"name": AWS_TOKEN_VOLUME, "mountPath": AWS_TOKEN_DIR, "readOnly": True}
-        if mount["name"] == VAULT_TOKEN_VOLUME else mount
+        sts_mount if mount["name"] == VAULT_TOKEN_VOLUME else mount
         for mount in agent["volumeMounts"]
-    ]  # fmt: skip
+    ]
     vault_only = {AgentOption.TOKEN_FILE.env, AgentOption.VAULT_ADDR.env}
     env = [e for e in agent["env"] if e["name"] not in vault_only]
     env.append(agentargs.env(AgentOption.AWS_TOKEN_FILE, AWS_TOKEN_FILE))
