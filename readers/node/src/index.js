@@ -16,6 +16,9 @@
  * limits, a directory that does not exist yet, exotic filesystems) it polls stat(),
  * which is cheap and never sees a torn key, because the file is only ever replaced whole.
  *
+ * The files are read as docs/keyfile-format.md specifies, the same rules as the Python
+ * reader's (captchakeys.keyfile); a cross-language test runs both on the same files.
+ *
  * The key itself is never logged, printed by util.inspect, or put in an error message.
  */
 
@@ -28,6 +31,10 @@ export const ENV_VAR = 'CAPTCHAAI_KEY_FILE';
 export const DEFAULT_PATH = '/var/run/captchaai/api_key';
 const METADATA_SUFFIX = '.meta.json';
 const KUBELET_DATA_LINK = '..data';
+// What is stripped around the key (a Secret's value often ends in a newline), and no more.
+const BLANKS = /^[ \t\r\n]+|[ \t\r\n]+$/g;
+// Strict UTF-8 that keeps a byte-order mark: bytes that are not text are no key.
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** No key has been delivered to the key file yet (or the reader was closed first). */
 export class KeyUnavailableError extends Error {
@@ -83,7 +90,7 @@ export class KeyReader extends EventEmitter {
     return this.#watcher ? 'watch' : 'poll';
   }
 
-  /** The Vault version of the key in memory, when its metadata file agrees with it. */
+  /** The key's version (a Vault number, an AWS version id) when its metadata agrees. */
   get version() {
     return this.#version;
   }
@@ -152,19 +159,13 @@ export class KeyReader extends EventEmitter {
   }
 
   #reload() {
-    let key;
-    try {
-      key = fs.readFileSync(this.#path, 'utf8').trim();
-    } catch {
-      return; // not there yet, or mid-swap: the key in memory stays.
-    }
+    const key = readText(this.#path)?.replace(BLANKS, '');
     if (!key) {
-      return;
+      return; // not there yet, mid-swap, or not a key: the key in memory stays.
     }
-    const meta = readMetadata(this.#path + METADATA_SUFFIX);
     const changed = key !== this.#key;
     this.#key = key;
-    this.#version = meta !== null && meta.fingerprint === fingerprint(key) ? meta.version : null;
+    this.#version = readVersion(this.#path + METADATA_SUFFIX, key);
     if (changed) {
       for (const waiter of this.#waiters) {
         this.#settle(waiter, null);
@@ -245,16 +246,34 @@ export class KeyReader extends EventEmitter {
   }
 }
 
-function readMetadata(metaPath) {
+/** The file's content as UTF-8 text; null when it cannot be read or is not UTF-8. */
+function readText(file) {
   try {
-    const raw = JSON.parse(fs.readFileSync(metaPath, 'utf8'));
-    if (Number.isSafeInteger(raw?.version) && typeof raw.fingerprint === 'string') {
-      return { version: raw.version, fingerprint: raw.fingerprint };
-    }
+    return UTF8.decode(fs.readFileSync(file));
   } catch {
-    // absent, mid-write or not ours: no version is better than a wrong one.
+    return null;
   }
-  return null;
+}
+
+/**
+ * The version the metadata gives `key`: a Vault version number or an AWS version id, and
+ * only when the metadata's fingerprint is the key's (else it still describes the
+ * previous key). Absent, mid-write or not ours: no version is better than a wrong one.
+ */
+function readVersion(metaPath, key) {
+  let raw;
+  try {
+    raw = JSON.parse(readText(metaPath));
+  } catch {
+    return null;
+  }
+  if (raw === null || typeof raw !== 'object' || raw.fingerprint !== fingerprint(key)) {
+    return null;
+  }
+  const { version } = raw;
+  return Number.isSafeInteger(version) || (typeof version === 'string' && version !== '')
+    ? version
+    : null;
 }
 
 function statSignature(file) {

@@ -4,7 +4,8 @@
  * Covers: get() from memory, and KeyUnavailableError before any key; the path from the
  * option, else CAPTCHAAI_KEY_FILE, else the default; wait() resolving when the key
  * arrives, rejecting after its timeout and on close(); version and fingerprint, with
- * the version only when the metadata's fingerprint matches the key; surrounding
+ * the version only when the metadata's fingerprint matches the key, and only a Vault
+ * number or an AWS id (not a boolean, an empty id, a fraction, 2^53); surrounding
  * whitespace trimmed and an empty file ignored; the key absent from String() and
  * util.inspect(); a throwing 'change' listener not stopping the others; fs.watch as the
  * default mode and polling when the directory does not exist yet.
@@ -78,6 +79,16 @@ test('version and fingerprint come from matching metadata', () => {
   assert.equal(reader.version, 7);
   assert.equal(reader.fingerprint, sha12(KEY));
   assert.equal(fingerprint(KEY), sha12(KEY));
+});
+
+test('an AWS version id is a version; a boolean, an empty id or an inexact number is none', () => {
+  const versionOf = (version) => open({ path: writeKey(tempDir(), KEY, { version }) }).version;
+  const id = '6f3c0a52-1e7a-4b3e-9d1f-0c2b7e5a9d40';
+  assert.equal(versionOf(id), id);
+  assert.equal(versionOf(true), null);
+  assert.equal(versionOf(''), null);
+  assert.equal(versionOf(1.5), null);
+  assert.equal(versionOf(2 ** 53), null);
 });
 
 test('metadata of another key gives no version', () => {

@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_DIR",
     "DEFAULT_FILE_NAME",
     "ENV_VAR",
+    "MAX_VERSION_NUMBER",
     "METADATA_SUFFIX",
     "KeyMetadata",
     "Version",
@@ -46,6 +47,10 @@ ENV_VAR = "CAPTCHAAI_KEY_FILE"
 DEFAULT_DIR = Path("/var/run/captchaai")
 DEFAULT_FILE_NAME = "api_key"
 METADATA_SUFFIX = ".meta.json"
+# The largest integer every JSON parser holds exactly (JavaScript's Number.MAX_SAFE_INTEGER).
+MAX_VERSION_NUMBER = 2**53 - 1
+# What a reader strips around the key: a Secret's value often ends in a newline.
+_BLANKS = " \t\r\n"
 
 Version = int | str
 """A Vault KV v2 version number, or an AWS Secrets Manager version id."""
@@ -89,26 +94,31 @@ def metadata_path(key_path: Path) -> Path:
 def parse_version(value: object) -> Version | None:
     """A version from JSON (metadata, an agent's /status), or ``None`` if it is none.
 
-    A number is a Vault version and a non-empty string an AWS version id; booleans
-    (which Python counts as numbers), empty strings, floats and the rest are not.
+    An integer is a Vault version and a non-empty string an AWS version id. Integers are
+    taken by their JSON value (``3.0`` is 3) and only up to :data:`MAX_VERSION_NUMBER`,
+    because that is what a JavaScript reader can hold: the two readers must agree.
+    Booleans (which Python counts as numbers), fractions and the rest are no version.
     """
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int) or (isinstance(value, str) and value):
-        return value
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if abs(value) <= MAX_VERSION_NUMBER else None
     return None
 
 
 def read_key(key_path: Path) -> str | None:
-    """The key in the file, without surrounding whitespace; ``None`` if absent or empty.
+    """The key in the file, without surrounding blanks; ``None`` if there is none to take.
 
-    Absent covers mid-swap too (a kubelet's ``..data`` link being replaced): the caller
-    keeps the key it had. Whitespace is dropped because a Secret's value often ends in a
+    None to take: the file is absent (mid-swap too, a kubelet's ``..data`` link being
+    replaced), blank, or not UTF-8 text; the caller keeps the key it had. Spaces, tabs,
+    CR and LF around the key are dropped because a Secret's value often ends in a
     newline that is not part of the key.
     """
     try:
-        key = key_path.read_text().strip()
-    except OSError:
+        key = key_path.read_bytes().decode("utf-8").strip(_BLANKS)
+    except (OSError, UnicodeDecodeError):
         return None
     return key or None
 
@@ -145,9 +155,9 @@ def read_version(key_path: Path, key: str) -> Version | None:
 
 
 def _load(key_path: Path) -> dict[str, Any]:
-    """The metadata as a JSON object; empty when absent, not JSON, or not an object."""
+    """The metadata as a JSON object; empty when absent, not UTF-8 JSON, or not an object."""
     try:
-        raw = json.loads(metadata_path(key_path).read_bytes())
+        raw = json.loads(metadata_path(key_path).read_bytes().decode("utf-8"))
     except (OSError, ValueError):
         return {}
     return raw if isinstance(raw, dict) else {}
