@@ -63,18 +63,15 @@ class KubeApi:
         return list(cast(dict[str, Any], listing).get("items") or [])
 
     async def patch_binding(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
-        await asyncio.to_thread(
-            self._custom.patch_namespaced_custom_object,
-            GROUP, VERSION, namespace, PLURAL, name, dict(patch),
-        )  # fmt: skip
+        binding = (GROUP, VERSION, namespace, PLURAL, name)
+        await asyncio.to_thread(self._custom.patch_namespaced_custom_object, *binding, dict(patch))
 
     async def patch_binding_status(
         self, namespace: str, name: str, status: Mapping[str, Any]
     ) -> None:
-        await asyncio.to_thread(
-            self._custom.patch_namespaced_custom_object_status,
-            GROUP, VERSION, namespace, PLURAL, name, {"status": dict(status)},
-        )  # fmt: skip
+        binding = (GROUP, VERSION, namespace, PLURAL, name)
+        body = {"status": dict(status)}
+        await asyncio.to_thread(self._custom.patch_namespaced_custom_object_status, *binding, body)
 
     async def server_version(self) -> tuple[int, int]:
         info = await asyncio.to_thread(self._version.get_code)
@@ -131,17 +128,25 @@ class KubeApi:
         rather than writing into the wrong webhook if the list changed meanwhile.
         """
         bundle = base64.b64encode(ca_pem).decode()
-        for read, patch, name in (
-            (self._admission.read_mutating_webhook_configuration,
-             self._admission.patch_mutating_webhook_configuration, mutating),
-            (self._admission.read_validating_webhook_configuration,
-             self._admission.patch_validating_webhook_configuration, validating),
-        ):  # fmt: skip
+        admission = self._admission
+        configurations = [
+            (
+                admission.read_mutating_webhook_configuration,
+                admission.patch_mutating_webhook_configuration,
+                mutating,
+            ),
+            (
+                admission.read_validating_webhook_configuration,
+                admission.patch_validating_webhook_configuration,
+                validating,
+            ),
+        ]
+        for read, patch, name in configurations:
             current = await asyncio.to_thread(read, name)
             ops: list[dict[str, str]] = []
             for index, hook in enumerate(getattr(current, "webhooks", None) or []):
                 ops.append({"op": "test", "path": f"/webhooks/{index}/name", "value": hook.name})
-                ops.append({"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle",
-                            "value": bundle})  # fmt: skip
+                path = f"/webhooks/{index}/clientConfig/caBundle"
+                ops.append({"op": "add", "path": path, "value": bundle})
             if ops:
                 await asyncio.to_thread(patch, name, ops)
