@@ -1,7 +1,11 @@
 """The key agent's ``/status`` JSON: the one definition the agent serves and the operator reads.
 
 The agent (sidecar) and the operator are sibling processes, so the shape of what one
-serves and the other parses lives here, below both. ``/status`` never carries the key.
+serves and the other parses lives here, below both: :class:`AgentStatus` is the payload
+(each key is a field's name in camelCase), :func:`payload` the JSON the agent serves and
+:func:`parse` what the operator makes of it. ``/status`` never carries the key. Every
+key is always there, ``null`` when there is nothing to say (an agent that has not
+started yet holds no version and has no last success).
 
 ``lastError`` is ``null`` while the last attempt succeeded, otherwise an object::
 
@@ -18,10 +22,10 @@ a minute" from "failing for a day".
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
-from typing import Final, TypedDict
+from dataclasses import dataclass, replace
+from typing import Annotated, Final
 
-from agent import versions
+from agent.contract import _wire
 from agent.versions import Version
 
 __all__ = [
@@ -43,10 +47,11 @@ __all__ = [
     "VAULT_TLS",
     "VAULT_UNREACHABLE",
     "VERSION_UNAVAILABLE",
+    "AgentStatus",
     "LastError",
     "last_error",
-    "parse_last_error",
-    "parse_version",
+    "parse",
+    "payload",
 ]
 
 # Vault
@@ -97,44 +102,63 @@ REASONS: Final = frozenset(
 _MAX_MESSAGE = 1024
 
 
-class LastError(TypedDict):
+@dataclass(frozen=True)
+class LastError:
     """``/status`` ``lastError``: why the agent's last attempt failed, never the key."""
 
-    reason: str
-    message: str
-    since: str
+    reason: Annotated[str, _wire.text] = ""
+    message: Annotated[str, _wire.text] = ""
+    since: Annotated[str, _wire.text] = ""  # "": not said (an older agent, no answer).
+
+
+def _last_error(value: object) -> LastError | None:
+    """``lastError`` as sent: an object with a reason, or (older agents) the bare reason."""
+    if isinstance(value, str) and value:
+        return LastError(value, value)
+    error = _wire.nested(LastError)(value)
+    return error if error is not None and error.reason else None
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    """What an agent says on ``/status``: the version it holds and how its refreshes go."""
+
+    version: Annotated[Version | None, _wire.version] = None
+    fingerprint: Annotated[str | None, _wire.text] = None
+    # The version the binding's status announces, which the agent is fetching.
+    desired_version: Annotated[Version | None, _wire.version] = None
+    ready: Annotated[bool, _wire.flag] = False
+    last_success: Annotated[float | None, _wire.number] = None  # Unix time.
+    last_error: Annotated[LastError | None, _last_error] = None
+    consecutive_failures: Annotated[int | None, _wire.integer] = None
+    # Whether the policy lets the agent poll metadata rather than read the key each time.
+    metadata_access: Annotated[bool | None, _wire.flag] = None
+    source: Annotated[str | None, _wire.text] = None  # where the key is read, never the key.
+    # An agent driven by a binding: its name, and the reason refreshes are stopped.
+    binding: Annotated[str | None, _wire.text] = None
+    problem: Annotated[str | None, _wire.text] = None
 
 
 def last_error(reason: str, message: str, since: float) -> LastError:
     """Build ``lastError`` from a reason, a message (kept to one line) and a Unix time."""
     line = " ".join(message.split())[:_MAX_MESSAGE]
     moment = datetime.datetime.fromtimestamp(since, datetime.UTC)
-    return {"reason": reason, "message": line, "since": moment.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    return LastError(reason, line, moment.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
-def parse_last_error(status: Mapping[str, object]) -> LastError | None:
-    """``lastError`` from an agent's ``/status`` body, or ``None`` (none, or malformed).
+def payload(status: AgentStatus) -> dict[str, object]:
+    """The JSON an agent serves on ``/status``: every key, ``null`` where there is none."""
+    body: dict[str, object] = _wire.dump(status, nulls=True)
+    return body
 
-    Tolerates agents older than this contract, which sent the bare reason as a string.
+
+def parse(body: object) -> AgentStatus:
+    """What an agent's ``/status`` body says; whatever is missing or malformed is unknown.
+
+    Tolerates agents older than the ``lastError`` contract, which named the reason alone,
+    as ``lastError`` or as ``problem``.
     """
-    value = status.get("lastError")
-    if isinstance(value, str) and value:
-        return {"reason": value, "message": value, "since": ""}
-    if not isinstance(value, Mapping):
-        return None
-    reason, message, since = value.get("reason"), value.get("message"), value.get("since")
-    if not isinstance(reason, str) or not reason:
-        return None
-    return {
-        "reason": reason,
-        "message": message if isinstance(message, str) else "",
-        "since": since if isinstance(since, str) else "",
-    }
-
-
-def parse_version(status: Mapping[str, object]) -> Version | None:
-    """The key version an agent's ``/status`` body says it holds, or ``None``.
-
-    A number from Vault, an id string from AWS Secrets Manager (see agent.versions).
-    """
-    return versions.parse(status.get("version"))
+    status = _wire.load(AgentStatus, body)
+    if status.last_error is None and status.problem:
+        return replace(status, last_error=LastError(status.problem, status.problem))
+    return status

@@ -22,7 +22,8 @@ from typing import Any
 import aiohttp
 
 from agent import versions
-from agent.contract.agentstatus import LastError, parse_last_error, parse_version
+from agent.contract import agentstatus
+from agent.contract.agentstatus import LastError
 from agent.contract.pod import AGENT_CONTAINER, AGENT_PORT, ANNOTATION_BINDING, INJECT_LABEL
 from agent.versions import Version
 
@@ -116,7 +117,8 @@ async def read_reports(
                     return consumer.name, Report(None, _unreachable(url, exc))
             if not isinstance(body, dict):
                 return consumer.name, Report(None, _unreachable(url, ValueError("not JSON")))
-            return consumer.name, Report(parse_version(body), _error_of(body))
+            status = agentstatus.parse(body)
+            return consumer.name, Report(status.version, status.last_error)
 
         return dict(await asyncio.gather(*(one(c) for c in consumers)))
 
@@ -129,22 +131,13 @@ async def read_versions(
     return {name: report.version for name, report in reports.items()}
 
 
-def _error_of(body: Mapping[str, Any]) -> LastError | None:
-    error = parse_last_error(body)
-    problem = body.get("problem")  # agents before the lastError contract named it here.
-    if error is None and isinstance(problem, str) and problem:
-        return {"reason": problem, "message": problem, "since": ""}
-    return error
-
-
 def _unreachable(url: str, exc: BaseException) -> LastError:
     detail = type(exc).__name__ if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
-    return {
-        "reason": AGENT_UNREACHABLE,
-        "message": f"no answer from the agent at {url} ({detail}): is port {AGENT_PORT} "
+    return LastError(
+        AGENT_UNREACHABLE,
+        f"no answer from the agent at {url} ({detail}): is port {AGENT_PORT} "
         "open to the operator (NetworkPolicy)?",
-        "since": "",
-    }
+    )
 
 
 def _host(address: str) -> str:
@@ -170,9 +163,9 @@ class Rollout:
         """The first failing consumers by name, each with its agent's reason and message."""
         named = []
         for name, error in sorted(self.failing.items())[:_MAX_NAMED]:
-            entry = {"pod": name, "reason": error["reason"], "message": error["message"]}
-            if error["since"]:
-                entry["since"] = error["since"]
+            entry = {"pod": name, "reason": error.reason, "message": error.message}
+            if error.since:
+                entry["since"] = error.since
             named.append(entry)
         return named
 

@@ -352,7 +352,7 @@ class StatusKeeper:
             if key in self._failure_events:  # keep the time: a flapping consumer stays quiet.
                 self._failure_events[key] = ((), self._failure_events[key][1])
             return
-        reasons = sorted({error["reason"] for error in rollout.failing.values()})
+        reasons = sorted({error.reason for error in rollout.failing.values()})
         reason = reasons[0] if len(reasons) == 1 else "ConsumerErrors"
         named = "; ".join(
             f"{entry['pod']}: {entry['reason']}: {_shortened(entry['message'])}"
@@ -362,7 +362,7 @@ class StatusKeeper:
         message = (f"{len(rollout.failing)}/{rollout.consumers} consumer(s) fail: {named}"
                    + (f" and {more} more" if more else ""))  # fmt: skip
         conditions.set("ConsumersHealthy", False, reason, message)
-        signature = tuple(sorted((pod, e["reason"]) for pod, e in rollout.failing.items()))
+        signature = tuple(sorted((pod, e.reason) for pod, e in rollout.failing.items()))
         last = self._failure_events.get(key)
         now = time.monotonic()
         if last is None or (last[0] != signature and now - last[1] >= self.failure_event_seconds):

@@ -66,7 +66,7 @@ class KeyAgent:
         self.metrics = metrics or refresher.metrics
         refresher.metrics = self.metrics
         refresher.client = refresher.client  # reports to this agent's metrics.
-        self.metrics.follow(self.status)
+        self.metrics.follow(self.report)
         self.desired_version: versions.Version | None = None
         self.consecutive_failures = 0
         self.error: agentstatus.LastError | None = None
@@ -81,7 +81,7 @@ class KeyAgent:
     @property
     def last_error(self) -> str | None:
         """The reason of the last failure (``None`` after a success)."""
-        return self.error["reason"] if self.error else None
+        return self.error.reason if self.error else None
 
     @property
     def ready(self) -> bool:
@@ -91,19 +91,23 @@ class KeyAgent:
             return False
         return self.desired_version is None or versions.is_current(held, self.desired_version)
 
+    def report(self) -> agentstatus.AgentStatus:
+        """What ``/status`` shows (and the state gauges): versions and health, never the key."""
+        return agentstatus.AgentStatus(
+            version=self.refresher.held_version,
+            fingerprint=self.refresher.fingerprint,
+            desired_version=self.desired_version,
+            ready=self.ready,
+            last_success=self.last_success,
+            last_error=self.error,
+            consecutive_failures=self.consecutive_failures,
+            metadata_access=self.refresher.metadata_allowed,
+            source=str(self.refresher.ref),
+        )
+
     def status(self) -> dict[str, object]:
-        """What ``/status`` shows: versions and health, never the key."""
-        return {
-            "version": self.refresher.held_version,
-            "fingerprint": self.refresher.fingerprint,
-            "desiredVersion": self.desired_version,
-            "ready": self.ready,
-            "lastSuccess": self.last_success,
-            "lastError": self.error,
-            "consecutiveFailures": self.consecutive_failures,
-            "metadataAccess": self.refresher.metadata_allowed,
-            "source": str(self.refresher.ref),
-        }
+        """The ``/status`` JSON."""
+        return agentstatus.payload(self.report())
 
     def request_refresh(
         self, *, at_least: versions.Version | None = None, force: bool = False
@@ -173,7 +177,7 @@ class KeyAgent:
     def _record_success(self) -> None:
         self._vault_answers()
         if self.consecutive_failures and self._failing_since is not None:
-            was = self.error["reason"] if self.error else "failure"
+            was = self.error.reason if self.error else "failure"
             elapsed = time.time() - self._failing_since
             _log.info(
                 "refreshing works again after %d failed attempts over %.1f s (last: %s); the "

@@ -22,9 +22,10 @@ from __future__ import annotations
 import math
 import platform
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from agent import __version__
+from agent.contract.agentstatus import AgentStatus
 
 __all__ = ["CONTENT_TYPE", "AgentMetrics"]
 
@@ -172,16 +173,16 @@ class AgentMetrics:
             self.refreshes, self.failures, self.write_failures, self.vault_requests,
             self.logins, self.renewals, self.metadata_probes, self.recreations,
         )  # fmt: skip
-        self._status: Callable[[], Mapping[str, object]] | None = None
+        self._report: Callable[[], AgentStatus] | None = None
 
-    def follow(self, status: Callable[[], Mapping[str, object]]) -> None:
-        """Read the state gauges (version held, last success, ...) from ``status()``."""
-        self._status = status
+    def follow(self, report: Callable[[], AgentStatus]) -> None:
+        """Read the state gauges (version held, last success, ...) from ``report()``."""
+        self._report = report
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""
         lines = list(_build_info())
-        lines += _state(self._status() if self._status else {})
+        lines += _state(self._report() if self._report else AgentStatus())
         for family in self._families:
             lines += family.lines()
         return ("\n".join(lines) + "\n").encode()
@@ -203,24 +204,37 @@ def _build_info() -> Iterator[str]:
     yield f"{name}{_labels(('version', 'python'), (__version__, platform.python_version()))} 1.0"
 
 
-_STATE_GAUGES = (
-    ("key_version", "version", "KV version of the key held on disk."),
-    ("desired_key_version", "desiredVersion",
-     "KV version the binding's status announces (absent: none announced)."),
-    ("last_success_timestamp_seconds", "lastSuccess", "Unix time of the last successful refresh."),
-    ("consecutive_failures", "consecutiveFailures", "Failed refreshes since the last success."),
-    ("ready", "ready", "1 when the key on disk is the wanted version."),
-    ("metadata_access", "metadataAccess", "1 while metadata-only polling is allowed by policy."),
-)  # fmt: skip
+_STATE_GAUGES: tuple[tuple[str, str, Callable[[AgentStatus], object]], ...] = (
+    ("key_version", "KV version of the key held on disk.", lambda s: s.version),
+    (
+        "desired_key_version",
+        "KV version the binding's status announces (absent: none announced).",
+        lambda s: s.desired_version,
+    ),
+    (
+        "last_success_timestamp_seconds",
+        "Unix time of the last successful refresh.",
+        lambda s: s.last_success,
+    ),
+    (
+        "consecutive_failures",
+        "Failed refreshes since the last success.",
+        lambda s: s.consecutive_failures,
+    ),
+    ("ready", "1 when the key on disk is the wanted version.", lambda s: s.ready),
+    (
+        "metadata_access",
+        "1 while metadata-only polling is allowed by policy.",
+        lambda s: s.metadata_access,
+    ),
+)
 
 
-def _state(status: Mapping[str, object]) -> Iterator[str]:
+def _state(status: AgentStatus) -> Iterator[str]:
     """Gauges computed at scrape time from the agent's ``/status`` view; absent if unknown."""
-    for name, key, doc in _STATE_GAUGES:
-        value = status.get(key)
-        if key == "ready":
-            value = value is True
-        if isinstance(value, int | float):
+    for name, doc, read in _STATE_GAUGES:
+        value = read(status)
+        if isinstance(value, int | float):  # a bool too: 1 or 0.
             yield from _header(f"{_PREFIX}_{name}", doc, "gauge")
             yield f"{_PREFIX}_{name} {_number(float(value))}"
 

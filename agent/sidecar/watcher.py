@@ -42,7 +42,7 @@ from agent.binding.model import (
     InvalidBindingError,
     VaultPolicy,
 )
-from agent.contract import agentstatus
+from agent.contract import agentstatus, bindingstatus
 from agent.keysource import KeySource
 from agent.runtime.backoff import Backoff
 from agent.sidecar.agent import KeyAgent
@@ -86,7 +86,7 @@ class BindingAgent:
         self.name = name
         self.defaults = defaults
         self.metrics = metrics or AgentMetrics()
-        self.metrics.follow(self.status)
+        self.metrics.follow(self.report)
         self.agent: KeyAgent | None = None
         self.spec: BindingSpec | None = None
         self.problem: str | None = None
@@ -103,17 +103,20 @@ class BindingAgent:
     def last_error(self) -> str | None:
         return self.problem or (self.agent.last_error if self.agent else "binding not seen yet")
 
+    def report(self) -> agentstatus.AgentStatus:
+        # Not seen yet is a start-up state, not a failure: lastError stays null (an RBAC
+        # problem shows in kopf's own log lines and keeps /readyz at 503).
+        held = self.agent.report() if self.agent is not None else agentstatus.AgentStatus()
+        return replace(
+            held,
+            binding=self.name,
+            problem=self.problem,
+            last_error=self._problem_error or held.last_error,
+        )
+
     def status(self) -> dict[str, object]:
-        status: dict[str, object] = {"binding": self.name, "problem": self.problem}
-        if self.agent is not None:
-            status.update(self.agent.status())
-        else:
-            # Not seen yet is a start-up state, not a failure: lastError stays null (an
-            # RBAC problem shows in kopf's own log lines and keeps /readyz at 503).
-            status.update(version=None, ready=False, lastError=None)
-        if self._problem_error is not None:
-            status["lastError"] = self._problem_error
-        return status
+        """The ``/status`` JSON."""
+        return agentstatus.payload(self.report())
 
     def _set_problem(self, reason: str | None, message: str = "") -> None:
         self.problem = reason
@@ -154,9 +157,11 @@ class BindingAgent:
             self._set_problem(exc.reason, str(exc))
             _log.error("%s; the last good key stays in place", exc)
             return
-        current = versions.parse((body.get("status") or {}).get("currentVersion"))
-        if current is not None and spec.ref.version is None:
-            self._announce(current, _spread_of(body, self.defaults.rotation_spread))
+        status = bindingstatus.parse(body.get("status"))
+        if status.current_version is not None and spec.ref.version is None:
+            spread = status.rotation_spread_seconds
+            fallback = self.defaults.rotation_spread
+            self._announce(status.current_version, fallback if spread is None else spread)
 
     async def close(self) -> None:
         self._stop_refreshing()
@@ -181,7 +186,7 @@ class BindingAgent:
                 backoff=self.defaults.backoff,
                 metrics=self.metrics,
             )
-            self.metrics.follow(self.status)
+            self.metrics.follow(self.report)
             self._pending_version = None  # a new agent learns the announced version afresh.
             self._task = asyncio.create_task(self.agent.run(), name=f"key-agent:{self.name}")
         elif spec != self.spec:
@@ -265,14 +270,6 @@ class BindingAgent:
         self._pending, self._pending_version = None, None
         if self.agent is not None:
             self.agent.stop()
-
-
-def _spread_of(body: Mapping[str, Any], fallback: float) -> float:
-    """The operator's ``status.rotationSpreadSeconds``, or ``fallback`` when it says none."""
-    spread = (body.get("status") or {}).get("rotationSpreadSeconds")
-    if isinstance(spread, bool) or not isinstance(spread, int | float) or spread < 0:
-        return fallback
-    return float(spread)
 
 
 def _identity(spec: BindingSpec) -> object:

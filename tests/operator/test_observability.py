@@ -21,6 +21,7 @@ from prometheus_client import generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent.contract.agentstatus import AgentStatus
 from agent.operator.observability import CONSUMER_STATES, Metrics
 from agent.sidecar.metrics import AgentMetrics
 from tests.operator.test_webhooks import mutate, pod
@@ -147,14 +148,14 @@ def test_every_metric_is_documented_with_type_and_labels() -> None:
 def test_every_agent_metric_is_documented_with_type_and_labels() -> None:
     """The agent's own exposition (every family present) against the doc's agent table."""
     metrics = AgentMetrics()
-    state = {
-        "version": 3,
-        "desiredVersion": 3,
-        "lastSuccess": 1.0,
-        "consecutiveFailures": 0,
-        "ready": True,
-        "metadataAccess": 1,
-    }
+    state = AgentStatus(
+        version=3,
+        desired_version=3,
+        last_success=1.0,
+        consecutive_failures=0,
+        ready=True,
+        metadata_access=True,
+    )
     metrics.follow(lambda: state)
     metrics.failures.labels("VaultUnavailable").inc()
     metrics.write_failures.labels("ENOSPC").inc()

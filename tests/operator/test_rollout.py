@@ -45,7 +45,6 @@ import pytest
 import requests
 
 from agent import keyfile
-from agent.contract.agentstatus import parse_last_error
 from agent.sidecar.watcher import BindingAgent
 from captchakeys import KeyReader
 from tests.rig.helpers import free_port
@@ -338,7 +337,7 @@ async def test_failing_consumers_are_named_with_the_reason_their_agent_reports(
         served = await asyncio.to_thread(
             lambda: requests.get(f"http://127.0.0.1:{port}/status", timeout=5).json()
         )
-        error = parse_last_error(served)
+        error = served["lastError"]
         assert error is not None, served
         assert failing["pod"] == "solver-broken"
         assert failing["reason"] == error["reason"] == "LoginRefused"  # the agentstatus word
