@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from captchakeys import keyfile as keyfile_format
+
 # Opt-in: the webhook's objectSelector matches this label (value "true").
 INJECT_LABEL = "captchakeys.io/inject"
 ANNOTATION_BINDING = "captchakeys.io/binding"
@@ -26,8 +28,10 @@ AGENT_UID = 65532
 AGENT_GID = 65532
 
 KEY_VOLUME = "captchaai-key"
-# The environment variable that tells each receiving container where its key file is.
-KEY_FILE_ENV = "CAPTCHAAI_KEY_FILE"
+# The environment variable that tells each receiving container where its key file is,
+# and where the key volume is mounted unless a pod says otherwise: the reader's defaults.
+KEY_FILE_ENV = keyfile_format.ENV_VAR
+KEY_MOUNT_PATH = str(keyfile_format.DEFAULT_DIR)
 
 VAULT_TOKEN_VOLUME = "captchaai-vault-token"
 VAULT_TOKEN_DIR = "/var/run/secrets/captchakeys/vault"

@@ -18,6 +18,7 @@ import yaml
 from agent.binding.model import VaultPolicy, normalized_address
 from agent.binding.schema import API_SERVER_AUDIENCES
 from agent.contract.auth import WORKLOAD_AUTH_METHODS, WorkloadAuth
+from agent.contract.pod import KEY_MOUNT_PATH
 from agent.operator.resources import ResourcesError, validate_resources
 
 __all__ = ["ConfigError", "InjectionConfig", "OperatorConfig", "TLSConfig", "VaultConfig"]
@@ -71,7 +72,7 @@ class InjectionConfig:
         }
     )
     refresh_interval_seconds: int = 3600
-    mount_path: str = "/var/run/captchaai"
+    mount_path: str = KEY_MOUNT_PATH
     token_audience: str = "vault"
     token_expiration_seconds: int = 3600
     log_level: str = "info"
