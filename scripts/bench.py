@@ -7,9 +7,11 @@ same KV v2 secret to a file after the same Kubernetes-auth login. Every figure i
 min/median/max of ``--runs`` runs (3 by default) with the machine's 1-minute load average
 at the time printed beside it. ``--quick`` takes one run and smaller fleets.
 
-    PYTHONPATH=$PWD .venv/bin/python scripts/bench.py [--quick] [--runs N] [--write-docs]
+    PYTHONPATH=$PWD .venv/bin/python scripts/bench.py [--quick] [--runs N] [--sizes N,N]
+        [--only NAME[,NAME]] [--write-docs]
 
-Sections (each bounded in time; ``--only NAME[,NAME]`` runs a subset):
+Sections (each bounded in time; ``--only`` runs a subset, ``--sizes`` sets the rotation
+section's fleets):
 
 - ``start``: process start -> key file present, and memory (RSS, USS, PSS from
   ``/proc/PID/smaps_rollup``) once steady, ours in binding mode against ``bao agent``;
@@ -36,10 +38,12 @@ Sections (each bounded in time; ``--only NAME[,NAME]`` runs a subset):
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import concurrent.futures
 import contextlib
 import datetime
+import functools
 import json
 import logging
 import os
@@ -52,15 +56,18 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# This tree's packages, for the bench and every process it starts: the agent and the reader.
+SOURCES = (str(ROOT), str(ROOT / "readers" / "python"))
+sys.path[:0] = SOURCES
+PYTHONPATH = os.pathsep.join(SOURCES)
 
 from agent import keyfile  # noqa: E402
 from agent.devvault import bao_binary  # noqa: E402
@@ -76,7 +83,12 @@ from tests.rig.operator import (  # noqa: E402
     operator_on_loopback,
     operator_vault,
 )
-from tests.rig.scenario import Workload, create_consumer_pod, delete_pod  # noqa: E402
+from tests.rig.scenario import (  # noqa: E402
+    Workload,
+    binding_status,
+    create_consumer_pod,
+    delete_pod,
+)
 
 MIB = 1024.0
 
@@ -96,7 +108,6 @@ class Figure:
     unit: str
     samples: list[float] = field(default_factory=list)
     loads: list[float] = field(default_factory=list)
-    goal: str = ""
 
     def add(self, value: float) -> None:
         self.samples.append(value)
@@ -116,6 +127,10 @@ class Figure:
 
     def load_text(self) -> str:
         return "/".join(f"{value:.1f}" for value in self.loads) if self.loads else ""
+
+
+#: The table's rows: our figure, and the peer's beside it where there is one.
+Rows = list[tuple[Figure, Figure | None]]
 
 
 def _fmt(values: list[float]) -> Callable[[float], str]:
@@ -159,11 +174,35 @@ def wait_for(predicate: Callable[[], bool], seconds: float, step: float = 0.002)
 # -- the parts -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Settings:
+    """How much each section measures: ``--quick`` is one run and smaller fleets."""
+
+    runs: int
+    sizes: tuple[int, ...]  # rotation: the consumers of each fleet
+    rotations: int  # start: rotations before our memory is read again
+    idle_seconds: float  # requests: how long each consumer runs after its start
+    admission_seconds: float  # admission: seconds at 200 req/s (half of it at each rate)
+    stand_ins: int  # fleet: the consumers the operator tracks
+
+    @classmethod
+    def of(cls, *, quick: bool, runs: int | None, sizes: Sequence[int] | None) -> Settings:
+        return cls(
+            runs=runs if runs is not None else 1 if quick else 3,
+            sizes=tuple(sizes) if sizes else (1, 5) if quick else (1, 20, 100),
+            rotations=100 if quick else 1000,
+            idle_seconds=5 if quick else 20,
+            admission_seconds=3 if quick else 10,
+            stand_ins=200 if quick else 1000,
+        )
+
+
 class Bench:
     """The shared parts: OpenBao with an audit log and the rig, plus scratch space."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, settings: Settings) -> None:
         self.tmp = tmp
+        self.settings = settings
         self.audit = tmp / "audit.log"
         self.bao = OpenBaoServer(audit_log=self.audit)
         self.kube = RealisticKubernetes()
@@ -188,48 +227,68 @@ class Bench:
 
 def agent_command(workload: Workload, out: Path, port: int, level: str = "warning") -> list[str]:
     return [
-        sys.executable, "-c", "from agent.cli import main; main()", "agent",
-        "--binding", "captchaai",
-        "--namespace", workload.namespace,
-        "--vault-addr", workload.openbao.addr,
-        "--token-file", str(workload.token_file),
-        "--out-dir", str(out),
-        "--health-addr", f"127.0.0.1:{port}",
-        "--allowed-vault-addrs", workload.openbao.addr,
+        *(sys.executable, "-c", "from agent.cli import main; main()", "agent"),
+        *("--binding", "captchaai"),
+        *("--namespace", workload.namespace),
+        *("--vault-addr", workload.openbao.addr),
+        *("--token-file", str(workload.token_file)),
+        *("--out-dir", str(out)),
+        *("--health-addr", f"127.0.0.1:{port}"),
+        *("--allowed-vault-addrs", workload.openbao.addr),
         "--allow-insecure-http",
-        "--log-level", level,
-    ]  # fmt: skip
+        *("--log-level", level),
+    ]
 
 
 def agent_env(workload: Workload, name: str) -> dict[str, str]:
     kubeconfig = workload.kube.kubeconfig(
         workload.tmp / f"{name}.kubeconfig", token=workload.api_token()
     )
-    return {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONPATH": str(ROOT)}
+    return {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONPATH": PYTHONPATH}
+
+
+class Started(Protocol):
+    """What starting either agent gives: its process, and where its key file appears."""
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]: ...
+
+    @property
+    def key(self) -> Path: ...
+
+
+Starter = Callable[[Workload, str], contextlib.AbstractContextManager[Started]]
+
+
+class OurAgent(NamedTuple):
+    process: subprocess.Popen[bytes]
+    key: Path
+    port: int  # its /status
+    log: Path
+
+
+class PeerAgent(NamedTuple):
+    process: subprocess.Popen[bytes]
+    key: Path
 
 
 @contextlib.contextmanager
-def our_agent(
-    workload: Workload, name: str, *, level: str = "warning"
-) -> Iterator[tuple[subprocess.Popen[bytes], Path, int, Path]]:
+def our_agent(workload: Workload, name: str, *, level: str = "warning") -> Iterator[OurAgent]:
     out, port = workload.tmp / f"{name}-keys", free_port()
     out.mkdir(exist_ok=True)
     log = workload.tmp / f"{name}.log"
+    command = agent_command(workload, out, port, level)
     with log.open("wb") as sink:
-        process = subprocess.Popen(
-            agent_command(workload, out, port, level), env=agent_env(workload, name),
-            stdout=sink, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        env = agent_env(workload, name)
+        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
     try:
-        yield process, out / "api_key", port, log
+        yield OurAgent(process, out / "api_key", port, log)
     finally:
         stop_process(process)
 
 
 @contextlib.contextmanager
-def bao_agent(
-    workload: Workload, name: str, interval: str | None = None
-) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+def bao_agent(workload: Workload, name: str, interval: str | None = None) -> Iterator[PeerAgent]:
     """``bao agent`` logging in with the same Kubernetes auth and rendering the same secret."""
     out = workload.tmp / f"{name}-bao" / "api_key"
     out.parent.mkdir(exist_ok=True)
@@ -247,13 +306,12 @@ def bao_agent(
         '{{ .Data.data.api_key }}{{ end }}"\n}\n'
     )
     log = workload.tmp / f"{name}-bao.log"
+    command = [bao_binary(), "agent", f"-config={config}", "-log-level=warn"]
     with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [bao_binary(), "agent", f"-config={config}", "-log-level=warn"],
-            stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "HOME": str(workload.tmp)},
-        )  # fmt: skip
+        env = {**os.environ, "HOME": str(workload.tmp)}
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
     try:
-        yield process, out
+        yield PeerAgent(process, out)
     finally:
         stop_process(process)
 
@@ -265,50 +323,69 @@ def agent_version(port: int) -> Any:
         return None
 
 
+def _serves(port: int, version: int) -> Callable[[], bool]:
+    """Whether our agent on ``port`` says it holds ``version``, as a predicate."""
+    return lambda: agent_version(port) == version
+
+
+def _request_rotation(workload: Workload) -> None:
+    """Ask for a rotation as ``captchakey rotate`` does: ``spec.rotation.requestedAt``."""
+    stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
+    asyncio.run(workload.patch_binding("captchaai", {"spec": {"rotation": {"requestedAt": stamp}}}))
+
+
 # -- start-up and memory ---------------------------------------------------------------
 
 
-def bench_start(bench: Bench, runs: int, rotations: int) -> list[tuple[Figure, Figure | None]]:
-    ours = {k: Figure(f"agent {k}", "ms" if k == "start" else "MiB") for k in
-            ("start", "rss", "uss", "pss")}  # fmt: skip
+MEMORY = ("rss", "uss", "pss")
+AFTER_ROTATIONS = ("rss", "uss", "hwm")
+
+
+def bench_start(bench: Bench) -> Rows:
+    runs, rotations = bench.settings.runs, bench.settings.rotations
+    ours = {k: Figure(f"agent {k}", "ms" if k == "start" else "MiB") for k in ("start", *MEMORY)}
     peer = {k: Figure(f"bao {k}", "ms" if k == "start" else "MiB") for k in ours}
-    after = {k: Figure(f"after {rotations} rotations {k}", "MiB") for k in ("rss", "uss", "hwm")}
+    after = {k: Figure(f"after {rotations} rotations {k}", "MiB") for k in AFTER_ROTATIONS}
     for run in range(runs):
         workload = bench.workload()
         workload.put_key(os.urandom(16).hex())
         asyncio.run(workload.create_binding("captchaai"))
-        for label, figures in (("ours", ours), ("bao", peer)):
-            started = time.perf_counter()
-            starter = our_agent(workload, f"start-{run}") if label == "ours" else None
-            with starter or bao_agent(workload, f"start-{run}") as running:
-                process, key = running[0], running[1]
-                landed = wait_for(key.exists, 60)
-                figures["start"].add((landed - started) * 1000)
-                time.sleep(2.0)  # steady: the watch and the token keeper have settled.
-                memory = memory_mib(process.pid)
-                for kind in ("rss", "uss", "pss"):
-                    figures[kind].add(memory[kind])
-                if label == "ours" and run == runs - 1 and rotations:  # last: not to slow the rest.
-                    port = running[2]  # type: ignore[misc]
-                    for _ in range(rotations):
-                        version = workload.put_key(os.urandom(16).hex())
-                        announce = {"currentVersion": version, "rotationSpreadSeconds": 0}
-                        asyncio.run(workload.patch_binding(
-                            "captchaai", {"status": announce}, status=True
-                        ))  # fmt: skip
-                        wait_for(lambda v=version, p=port: agent_version(p) == v, 30, step=0.005)
-                    memory = memory_mib(process.pid)
-                    for kind in after:
-                        after[kind].add(memory[kind])
+        started = time.perf_counter()
+        with our_agent(workload, f"start-{run}") as agent:
+            _steady(agent, started, ours)
+            if run == runs - 1 and rotations:  # the last run only: not to slow the others.
+                _rotate_directly(workload, agent.port, rotations)
+                _add_memory(after, agent.process.pid, AFTER_ROTATIONS)
+        started = time.perf_counter()
+        with bao_agent(workload, f"start-{run}") as peer_agent:
+            _steady(peer_agent, started, peer)
     return [
-        (ours["start"], peer["start"]),
-        (ours["rss"], peer["rss"]),
-        (ours["uss"], peer["uss"]),
-        (ours["pss"], peer["pss"]),
-        (after["rss"], None),
-        (after["uss"], None),
-        (after["hwm"], None),
+        *((ours[kind], peer[kind]) for kind in ("start", *MEMORY)),
+        *((after[kind], None) for kind in AFTER_ROTATIONS),
     ]
+
+
+def _steady(agent: Started, started: float, figures: dict[str, Figure]) -> None:
+    """Start -> key file present, then memory once the agent is steady."""
+    landed = wait_for(agent.key.exists, 60)
+    figures["start"].add((landed - started) * 1000)
+    time.sleep(2.0)  # steady: the watch and the token keeper have settled.
+    _add_memory(figures, agent.process.pid, MEMORY)
+
+
+def _add_memory(figures: dict[str, Figure], pid: int, kinds: Sequence[str]) -> None:
+    memory = memory_mib(pid)
+    for kind in kinds:
+        figures[kind].add(memory[kind])
+
+
+def _rotate_directly(workload: Workload, port: int, rotations: int) -> None:
+    """Rotations announced by patching the status: this measures the agent, not the operator."""
+    for _ in range(rotations):
+        version = workload.put_key(os.urandom(16).hex())
+        announce = {"currentVersion": version, "rotationSpreadSeconds": 0}
+        asyncio.run(workload.patch_binding("captchaai", {"status": announce}, status=True))
+        wait_for(_serves(port, version), 30, step=0.005)
 
 
 # -- rotation through the operator -------------------------------------------------------
@@ -335,6 +412,11 @@ class HopLog(logging.Handler):
         hop = getattr(record, "hop", None)
         if hop:
             self.seen.setdefault(hop, []).append(record.created)
+
+    def clear(self) -> None:
+        """Forget what earlier rotations logged."""
+        for values in self.seen.values():
+            values.clear()
 
 
 def agent_hops(log: Path, version: int) -> dict[str, float]:
@@ -382,8 +464,8 @@ def operator_config(bench: Bench, workload: Workload) -> OperatorConfig:
     )
 
 
-def bench_rotation(bench: Bench, runs: int, sizes: list[int]) -> list[tuple[Figure, Figure | None]]:
-    rows: list[tuple[Figure, Figure | None]] = []
+def bench_rotation(bench: Bench) -> Rows:
+    rows: Rows = []
     workload = bench.workload()
     workload.put_key(os.urandom(16).hex())
     asyncio.run(workload.create_binding("captchaai"))
@@ -391,65 +473,108 @@ def bench_rotation(bench: Bench, runs: int, sizes: list[int]) -> list[tuple[Figu
     status_log = logging.getLogger("agent.operator.status")
     status_log.addHandler(hops)
     status_log.setLevel(logging.DEBUG)
-    with running_operator(bench, workload):
-        for size in sizes:
-            rows.extend(_rotate_fleet(bench, workload, hops, runs, size))
-    status_log.removeHandler(hops)
-    return rows
+    try:
+        with running_operator(bench, workload):
+            for size in bench.settings.sizes:
+                rows.extend(_rotate_fleet(bench, workload, hops, size))
+    finally:
+        status_log.removeHandler(hops)
+    return rows + bench_peer_pickup(bench)
 
 
-def _rotate_fleet(
-    bench: Bench, workload: Workload, hops: HopLog, runs: int, size: int
-) -> list[tuple[Figure, Figure | None]]:
-    p50 = Figure(f"rotation -> callback p50, {size} consumers", "ms")
-    p99 = Figure(f"rotation -> callback p99, {size} consumers", "ms")
-    logins = Figure(f"Vault logins during rotation, {size} consumers", "")
-    accepted = Figure(f"  the bench's PATCH answered by the rig, {size} consumers", "ms")
-    hop_figures = {hop: Figure(f"  hop: {text}, {size} consumers (median)", "ms")
-                   for hop, text in HOPS}  # fmt: skip
+class Arrivals:
+    """When each consumer's reader callback saw the new key, for the rotation under way."""
+
+    def __init__(self, readers: Sequence[KeyReader]) -> None:
+        self.times: list[float | None] = [None] * len(readers)
+        for index, reader in enumerate(readers):
+            reader.on_change(functools.partial(self._arrived, index))
+
+    def _arrived(self, index: int, _key: str) -> None:
+        self.times[index] = time.time()
+
+    def expect_next(self) -> None:
+        self.times = [None] * len(self.times)
+
+    def complete(self) -> bool:
+        return all(t is not None for t in self.times)
+
+    def since(self, requested: float) -> list[float]:
+        """Milliseconds from ``requested`` to each callback, in order."""
+        return sorted((t - requested) * 1000 for t in self.times if t is not None)
+
+
+def _rotation_figures(size: int) -> dict[str, Figure]:
+    """A fleet's figures by name, in the table's order; the hops by their log names."""
+    figures = {
+        "p50": Figure(f"rotation -> callback p50, {size} consumers", "ms"),
+        "p99": Figure(f"rotation -> callback p99, {size} consumers", "ms"),
+        "logins": Figure(f"Vault logins during rotation, {size} consumers", ""),
+        "accepted": Figure(f"  the bench's PATCH answered by the rig, {size} consumers", "ms"),
+    }
+    for hop, text in HOPS:
+        figures[hop] = Figure(f"  hop: {text}, {size} consumers (median)", "ms")
+    return figures
+
+
+def _rotate_fleet(bench: Bench, workload: Workload, hops: HopLog, size: int) -> Rows:
+    figures = _rotation_figures(size)
     with contextlib.ExitStack() as stack:
-        fleet = []
-        for n in range(size):
-            name = f"fleet{size}-{n}"
-            # Deleted when this fleet ends, its agents with it: the next fleet counts alone.
-            stack.callback(lambda pod=name: asyncio.run(delete_pod(workload, pod)))
-            process, key, port, log = stack.enter_context(our_agent(workload, name, level="debug"))
-            asyncio.run(create_consumer_pod(workload, name, port, "captchaai"))
-            fleet.append((process, key, port, log))
-        wait_until(lambda: all(keyfile.read_metadata(k) for _, k, _, _ in fleet), 60 + size * 2)
-        readers = [stack.enter_context(KeyReader(k)) for _, k, _, _ in fleet]
-        for _ in range(runs):
+        fleet = _start_fleet(stack, workload, size)
+        arrivals = Arrivals([stack.enter_context(KeyReader(agent.key)) for agent in fleet])
+        for _ in range(bench.settings.runs):
             wait_until(lambda: _rollout_complete(workload, size), 30 + size)
-            called: list[float | None] = [None] * size
-            for index, reader in enumerate(readers):
-                reader.on_change(lambda _key, i=index, c=called: c.__setitem__(i, time.time()))
-            logins_before = _audit_count(bench.audit, "login")
-            for values in hops.seen.values():
-                values.clear()
-            version = workload.put_key(os.urandom(16).hex())
-            requested = time.time()
-            stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
-            asyncio.run(workload.patch_binding(
-                "captchaai", {"spec": {"rotation": {"requestedAt": stamp}}}
-            ))  # fmt: skip
-            accepted.add((time.time() - requested) * 1000)
-            wait_until(lambda c=called: all(t is not None for t in c), 30 + size)
-            latencies = sorted((c - requested) * 1000 for c in called if c is not None)
-            p50.add(statistics.median(latencies))
-            p99.add(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))])
-            time.sleep(0.5)  # the audit device writes asynchronously.
-            logins.add(_audit_count(bench.audit, "login") - logins_before)
-            _record_hops(hop_figures, hops, fleet, version, requested, called)
-            for reader in readers:
-                reader.on_change(lambda _key: None)
-    hop_rows = [(accepted, None)] + [(f, None) for f in hop_figures.values()]
-    return [(p50, None), (p99, None), (logins, None), *hop_rows]
+            _rotate_once(bench, workload, hops, fleet, arrivals, figures)
+    return [(figure, None) for figure in figures.values()]
+
+
+def _start_fleet(stack: contextlib.ExitStack, workload: Workload, size: int) -> list[OurAgent]:
+    """``size`` of our agents with their pods, once each has written the current key."""
+    fleet = []
+    for n in range(size):
+        name = f"fleet{size}-{n}"
+        # Deleted when this fleet ends, its agents with it: the next fleet counts alone.
+        stack.callback(_delete_pod, workload, name)
+        agent = stack.enter_context(our_agent(workload, name, level="debug"))
+        asyncio.run(create_consumer_pod(workload, name, agent.port, "captchaai"))
+        fleet.append(agent)
+    wait_until(lambda: all(keyfile.read_metadata(agent.key) for agent in fleet), 60 + size * 2)
+    return fleet
+
+
+def _delete_pod(workload: Workload, name: str) -> None:
+    asyncio.run(delete_pod(workload, name))
+
+
+def _rotate_once(
+    bench: Bench,
+    workload: Workload,
+    hops: HopLog,
+    fleet: list[OurAgent],
+    arrivals: Arrivals,
+    figures: dict[str, Figure],
+) -> None:
+    """One rotation through the operator, to every reader's callback."""
+    arrivals.expect_next()
+    logins_before = _audit_count(bench.audit, "login")
+    hops.clear()
+    version = workload.put_key(os.urandom(16).hex())
+    requested = time.time()
+    _request_rotation(workload)
+    figures["accepted"].add((time.time() - requested) * 1000)
+    wait_until(arrivals.complete, 30 + len(fleet))
+    latencies = arrivals.since(requested)
+    figures["p50"].add(statistics.median(latencies))
+    figures["p99"].add(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))])
+    time.sleep(0.5)  # the audit device writes asynchronously.
+    figures["logins"].add(_audit_count(bench.audit, "login") - logins_before)
+    _record_hops(figures, hops, fleet, version, requested, arrivals.times)
 
 
 def _record_hops(
     figures: dict[str, Figure],
     hops: HopLog,
-    fleet: list[Any],
+    fleet: list[OurAgent],
     version: int,
     requested: float,
     called: list[float | None],
@@ -458,7 +583,7 @@ def _record_hops(
     for hop in ("request-seen", "metadata-read", "status-patched"):
         if hops.seen.get(hop):
             figures[hop].add((hops.seen[hop][0] - requested) * 1000)
-    per_agent = [agent_hops(log, version) for *_, log in fleet]
+    per_agent = [agent_hops(agent.log, version) for agent in fleet]
     for hop in ("announced", "key-read", "written"):
         times = [found[hop] for found in per_agent if hop in found]
         if times:
@@ -467,8 +592,7 @@ def _record_hops(
 
 
 def _rollout_complete(workload: Workload, size: int) -> bool:
-    status = asyncio.run(workload.get_binding("captchaai")).get("status") or {}
-    rollout = status.get("rollout") or {}
+    rollout = asyncio.run(binding_status(workload)).get("rollout") or {}
     return bool(rollout.get("consumers") == size and rollout.get("upToDate") == size)
 
 
@@ -489,48 +613,60 @@ def _audit_count(log: Path, kind: str) -> int:
     return count
 
 
-def bench_peer_pickup(bench: Bench, runs: int) -> list[tuple[Figure, Figure | None]]:
+def bench_peer_pickup(bench: Bench) -> Rows:
     """Vault write -> file changed, for ``bao agent`` at a 1 s render interval."""
     pickup = Figure("bao agent pickup at 1 s render interval", "ms")
     workload = bench.workload()
     workload.put_key(os.urandom(16).hex())
-    with bao_agent(workload, "pickup", interval="1s") as (_, out):
-        wait_for(out.exists, 60)
-        for _ in range(runs):
+    with bao_agent(workload, "pickup", interval="1s") as peer:
+        wait_for(peer.key.exists, 60)
+        for _ in range(bench.settings.runs):
             value = os.urandom(16).hex()
             written = time.perf_counter()
             workload.put_key(value)
-            landed = wait_for(lambda v=value: out.exists() and out.read_text() == v, 10)
+            landed = wait_for(_holds(peer.key, value), 10)
             pickup.add((landed - written) * 1000)
     return [(pickup, None)]
+
+
+def _holds(key: Path, value: str) -> Callable[[], bool]:
+    """Whether the key file holds ``value``, as a predicate."""
+    return lambda: key.exists() and key.read_text() == value
 
 
 # -- Vault requests per consumer per day -------------------------------------------------
 
 
-def bench_requests(bench: Bench, seconds: float) -> list[tuple[Figure, Figure | None]]:
-    """Requests a consumer sends Vault: at start, and per day at the default intervals.
+def bench_requests(bench: Bench) -> Rows:
+    """Requests a consumer sends Vault from its start to ``idle_seconds`` after it.
 
-    Both run for ``seconds`` after start; the per-day figure adds the requests a
-    day of their default schedules costs: ours a metadata read per refresh interval
-    (3600 s, the chart's default; rotations are announced, not polled for) plus token
-    renewals at two thirds of the token TTL; the peer a re-render (a KV read) every
-    5 minutes plus the same renewals.
+    A day adds what each default schedule costs (docs/benchmarks.md works it out): ours
+    a metadata read per refresh interval (3600 s, the chart's default; rotations are
+    announced, not polled for) plus token renewals at two thirds of the token TTL; the
+    peer a re-render (a KV read) every 5 minutes plus the same renewals.
     """
     ours = Figure("Vault requests at start, per consumer", "")
     peer = Figure("bao agent", "")
-    for label, figure in (("ours", ours), ("bao", peer)):
-        workload = bench.workload()
-        workload.put_key(os.urandom(16).hex())
-        asyncio.run(workload.create_binding("captchaai"))
-        before = _audit_requests(bench.audit)
-        starter = our_agent(workload, f"req-{label}") if label == "ours" else None
-        with starter or bao_agent(workload, f"req-{label}") as running:
-            wait_for(running[1].exists, 60)
-            time.sleep(seconds)
-        time.sleep(0.5)
-        figure.add(_audit_requests(bench.audit) - before)
+    agents: list[tuple[str, Starter, Figure]] = [
+        ("ours", our_agent, ours),
+        ("bao", bao_agent, peer),
+    ]
+    for label, start, figure in agents:
+        figure.add(_requests_at_start(bench, start, f"req-{label}"))
     return [(ours, peer)]
+
+
+def _requests_at_start(bench: Bench, start: Starter, name: str) -> int:
+    """Vault requests of one consumer from its start to ``idle_seconds`` after it."""
+    workload = bench.workload()
+    workload.put_key(os.urandom(16).hex())
+    asyncio.run(workload.create_binding("captchaai"))
+    before = _audit_requests(bench.audit)
+    with start(workload, name) as agent:
+        wait_for(agent.key.exists, 60)
+        time.sleep(bench.settings.idle_seconds)
+    time.sleep(0.5)  # the audit device writes asynchronously.
+    return _audit_requests(bench.audit) - before
 
 
 def _audit_requests(log: Path) -> int:
@@ -549,7 +685,8 @@ def _audit_requests(log: Path) -> int:
 # -- admission ---------------------------------------------------------------------------
 
 
-def bench_admission(bench: Bench, runs: int, seconds: float) -> list[tuple[Figure, Figure | None]]:
+def bench_admission(bench: Bench) -> Rows:
+    seconds = bench.settings.admission_seconds
     workload = bench.workload()
     workload.put_key(os.urandom(16).hex())
     asyncio.run(workload.create_binding("captchaai"))
@@ -557,11 +694,11 @@ def bench_admission(bench: Bench, runs: int, seconds: float) -> list[tuple[Figur
         Figure("admission p50 at 200 req/s", "ms"),
         Figure("admission p99 at 200 req/s", "ms"),
     )
-    best = Figure("highest rate with p99 <= 15 ms (5 s at each)", "req/s")
+    best = Figure(f"highest rate with p99 <= 15 ms ({seconds / 2:g} s at each)", "req/s")
     with running_operator(bench, workload) as op:
         url, ca = f"{op.url}/mutate-pods", str(op.ca_file)
         _admission_at(url, ca, workload.namespace, 50, 1.0)  # warm-up: connections, caches.
-        for _ in range(runs):
+        for _ in range(bench.settings.runs):
             samples = _admission_at(url, ca, workload.namespace, 200, seconds)
             p50.add(_pct(samples, 50))
             p99.add(_pct(samples, 99))
@@ -601,20 +738,24 @@ def _admission_at(url: str, ca: str, namespace: str, rate: int, seconds: float) 
 
 
 def _review(namespace: str) -> dict[str, Any]:
-    pod = {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "p", "namespace": namespace,
-                     "labels": {"captchakeys.io/inject": "true"},
-                     "annotations": {"captchakeys.io/binding": "captchaai"}},
-        "spec": {"containers": [{"name": "app", "image": "x"}]},
-    }  # fmt: skip
-    return {
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {"uid": str(uuid.uuid4()), "operation": "CREATE",
-                    "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                    "resource": {"group": "", "version": "v1", "resource": "pods"},
-                    "namespace": namespace, "userInfo": {"username": "bench"}, "object": pod},
-    }  # fmt: skip
+    """A small AdmissionReview of an opted-in pod's CREATE."""
+    metadata = {
+        "name": "p",
+        "namespace": namespace,
+        "labels": {"captchakeys.io/inject": "true"},
+        "annotations": {"captchakeys.io/binding": "captchaai"},
+    }
+    spec = {"containers": [{"name": "app", "image": "x"}]}
+    request = {
+        "uid": str(uuid.uuid4()),
+        "operation": "CREATE",
+        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"},
+        "namespace": namespace,
+        "userInfo": {"username": "bench"},
+        "object": {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec},
+    }
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
 
 
 # -- the operator at a thousand consumers ------------------------------------------------
@@ -673,7 +814,8 @@ class StandIns:
         return time.perf_counter()
 
 
-def bench_fleet(bench: Bench, runs: int, count: int) -> list[tuple[Figure, Figure | None]]:
+def bench_fleet(bench: Bench) -> Rows:
+    count = bench.settings.stand_ins
     announce = Figure(f"Vault write -> version in status, {count} stand-ins", "ms")
     complete = Figure(f"last stand-in switched -> rollout complete, {count}", "ms")
     # The operator runs in this process beside the rig and the stand-ins: an upper bound.
@@ -688,19 +830,15 @@ def bench_fleet(bench: Bench, runs: int, count: int) -> list[tuple[Figure, Figur
             asyncio.run(_stand_in_pod(workload, f"c{n}", address, fleet.port))
         wait_until(lambda: _rollout_complete(workload, count), 120)
         me = os.getpid()
-        for _ in range(runs):
+        for _ in range(bench.settings.runs):
             cpu_before, asked_before = cpu_seconds(me), fleet.requests
             version = workload.put_key(os.urandom(16).hex())
             written = time.perf_counter()
-            stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
-            asyncio.run(workload.patch_binding(
-                "captchaai", {"spec": {"rotation": {"requestedAt": stamp}}}
-            ))  # fmt: skip
-            announced = wait_for(lambda v=version: _current(workload) == v, 30, step=0.005)
+            _request_rotation(workload)
+            announced = wait_for(_published(workload, version), 30, step=0.005)
             announce.add((announced - written) * 1000)
-            spread = float(asyncio.run(workload.get_binding("captchaai"))["status"].get(
-                "rotationSpreadSeconds", 0))  # fmt: skip
-            last = fleet.switch(version, spread)
+            status = asyncio.run(binding_status(workload))
+            last = fleet.switch(version, float(status.get("rotationSpreadSeconds", 0)))
             done = wait_for(lambda: _rollout_complete(workload, count), 60, step=0.01)
             complete.add((done - last) * 1000)
             cpu.add(cpu_seconds(me) - cpu_before)
@@ -712,28 +850,29 @@ def bench_fleet(bench: Bench, runs: int, count: int) -> list[tuple[Figure, Figur
 async def _stand_in_pod(workload: Workload, name: str, address: str, port: int) -> None:
     await create_consumer_pod(workload, name, port, "captchaai")
     await workload.kube.call(
-        "PATCH", f"/api/v1/namespaces/{workload.namespace}/pods/{name}/status",
-        {"status": {"podIP": address}}, content_type="application/merge-patch+json",
-    )  # fmt: skip
-
-
-def _current(workload: Workload) -> Any:
-    return (asyncio.run(workload.get_binding("captchaai")).get("status") or {}).get(
-        "currentVersion"
+        "PATCH",
+        f"/api/v1/namespaces/{workload.namespace}/pods/{name}/status",
+        {"status": {"podIP": address}},
+        content_type="application/merge-patch+json",
     )
+
+
+def _published(workload: Workload, version: int) -> Callable[[], bool]:
+    """Whether the binding's status names ``version`` as current, as a predicate."""
+    return lambda: asyncio.run(binding_status(workload)).get("currentVersion") == version
 
 
 # -- the rig's constant cost --------------------------------------------------------------
 
 
-def bench_rig(bench: Bench) -> list[tuple[Figure, Figure | None]]:
+def bench_rig(bench: Bench) -> Rows:
     first, late = (
         Figure("rig GET, requests 1-500 (mean)", "ms"),
         Figure("rig GET, requests 2001-2500 (mean)", "ms"),
     )
     url = f"{bench.kube.api_url}/api/v1/namespaces/default/configmaps/probe"
-    asyncio.run(bench.kube.call("POST", "/api/v1/namespaces/default/configmaps", {
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "probe"}}))  # fmt: skip
+    probe = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "probe"}}
+    asyncio.run(bench.kube.call("POST", "/api/v1/namespaces/default/configmaps", probe))
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {bench.kube.admin_token}"
     for n in range(2500):
@@ -774,10 +913,13 @@ print(took * 1000, int(rss) / 1024)
 """
 
 
-def bench_imports(runs: int) -> list[tuple[Figure, Figure | None]]:
-    """Cumulative import time and RSS per stage, with the GC on (before) and off (now)."""
-    rows: list[tuple[Figure, Figure | None]] = []
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def bench_imports(bench: Bench) -> Rows:
+    """Cumulative import time and RSS per stage, with the GC on (before) and off (now).
+
+    Each stage runs in a fresh interpreter; of the shared parts only the settings count.
+    """
+    rows: Rows = []
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
     for gc_off in (False, True):
         imports = ""
         mode = "GC off, as the agent now" if gc_off else "GC on, as before"
@@ -785,10 +927,9 @@ def bench_imports(runs: int) -> list[tuple[Figure, Figure | None]]:
             imports += line + "\n"
             took = Figure(f"import {stage} ({mode}), cumulative", "ms")
             rss = Figure(f"RSS after {stage}", "MiB")
-            for _ in range(runs):
-                program = _STAGE.format(gc_off=gc_off, imports=imports)
-                out = subprocess.run([sys.executable, "-c", program], env=env, check=True,
-                                     capture_output=True, text=True).stdout.split()  # fmt: skip
+            program = _STAGE.format(gc_off=gc_off, imports=imports)
+            for _ in range(bench.settings.runs):
+                out = _run_python(program, env).split()
                 took.add(float(out[0]))
                 rss.add(float(out[1]))
             rows.append((took, None))
@@ -797,18 +938,26 @@ def bench_imports(runs: int) -> list[tuple[Figure, Figure | None]]:
     return rows
 
 
+def _run_python(program: str, env: dict[str, str]) -> str:
+    command = [sys.executable, "-c", program]
+    return subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
+
+
 # -- the table ---------------------------------------------------------------------------
 
 
-def table(rows: list[tuple[Figure, Figure | None]]) -> str:
+def _ratio(ours: Figure, peer: Figure | None) -> str:
+    mine, theirs = ours.median(), peer.median() if peer else None
+    return f"{mine / theirs:.2f}" if mine is not None and theirs else ""
+
+
+def table(rows: Rows) -> str:
     lines = [
         "| measure | ours (min / median / max) | `bao agent` | ratio | load |",
         "|---|---:|---:|---:|---|",
     ]
     for ours, peer in rows:
-        ratio = ""
-        if peer is not None and peer.median() and ours.median() is not None:
-            ratio = f"{ours.median() / peer.median():.2f}"  # type: ignore[operator]
+        ratio = _ratio(ours, peer)
         unit = f" ({ours.unit})" if ours.unit else ""
         lines.append(
             f"| {ours.name}{unit} | {ours.spread()} | {peer.spread() if peer else ''} | "
@@ -817,50 +966,90 @@ def table(rows: list[tuple[Figure, Figure | None]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-SECTIONS = ("imports", "start", "rotation", "requests", "admission", "fleet", "rig")
+#: Every section, in the order they run: the rig's cost first, on a rig nothing has used.
+SECTIONS: dict[str, Callable[[Bench], Rows]] = {
+    "rig": bench_rig,
+    "imports": bench_imports,
+    "start": bench_start,
+    "rotation": bench_rotation,
+    "requests": bench_requests,
+    "admission": bench_admission,
+    "fleet": bench_fleet,
+}
 
 
-def main(argv: list[str]) -> None:
-    quick = "--quick" in argv
-    runs = 1 if quick else 3
-    if "--runs" in argv:
-        runs = int(argv[argv.index("--runs") + 1])
-    only = set(SECTIONS)
-    if "--only" in argv:
-        only = set(argv[argv.index("--only") + 1].split(","))
-    sizes = [1, 5] if quick else [1, 20, 100]
-    if "--sizes" in argv:
-        sizes = [int(s) for s in argv[argv.index("--sizes") + 1].split(",")]
-    rows: list[tuple[Figure, Figure | None]] = []
+def _names(text: str) -> list[str]:
+    names = [name for name in text.split(",") if name]
+    unknown = sorted(set(names) - set(SECTIONS))
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"no section {', '.join(unknown)}; the sections are {', '.join(SECTIONS)}"
+        )
+    return names
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        return [int(size) for size in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+
+
+def arguments(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench.py", description="Issue 14's figures beside bao agent's."
+    )
+    parser.add_argument("--quick", action="store_true", help="one run and smaller fleets")
+    parser.add_argument("--runs", type=int, help="runs per figure (default 3, 1 with --quick)")
+    parser.add_argument(
+        "--only",
+        type=_names,
+        default=list(SECTIONS),
+        metavar="NAME[,NAME]",
+        help=f"the sections to run, of: {', '.join(SECTIONS)}",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=_sizes,
+        metavar="N[,N]",
+        help="the rotation section's fleets (default 1,20,100; 1,5 with --quick)",
+    )
+    parser.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.md")
+    return parser.parse_args(argv)
+
+
+def run_sections(bench: Bench, only: Sequence[str]) -> Rows:
+    """The chosen sections' rows; a section that fails is a row saying so, the rest run."""
+    rows: Rows = []
+    for name, section in SECTIONS.items():
+        if name not in only:
+            continue
+        print(f"-- {name} (load {load():.1f})", file=sys.stderr, flush=True)
+        try:
+            rows.extend(section(bench))
+        except Exception as exc:
+            rows.append((Figure(f"{name}: FAILED ({type(exc).__name__}: {exc})"[:160], ""), None))
+    return rows
+
+
+def main(argv: Sequence[str]) -> None:
+    args = arguments(argv)
+    settings = Settings.of(quick=args.quick, runs=args.runs, sizes=args.sizes)
     began = time.time()
     with (
         tempfile.TemporaryDirectory(prefix="captchakey-bench-") as scratch,
-        Bench(Path(scratch)) as bench,
+        Bench(Path(scratch), settings) as bench,
     ):
-        for name, run in (
-            ("rig", lambda: bench_rig(bench)),
-            ("imports", lambda: bench_imports(runs)),
-            ("start", lambda: bench_start(bench, runs, 100 if quick else 1000)),
-            ("rotation", lambda: bench_rotation(bench, runs, sizes)
-             + bench_peer_pickup(bench, runs)),
-            ("requests", lambda: bench_requests(bench, 5 if quick else 20)),
-            ("admission", lambda: bench_admission(bench, runs, 3 if quick else 10)),
-            ("fleet", lambda: bench_fleet(bench, runs, 200 if quick else 1000)),
-        ):  # fmt: skip
-            if name in only:
-                print(f"-- {name} (load {load():.1f})", file=sys.stderr, flush=True)
-                try:
-                    rows.extend(run())
-                except Exception as exc:
-                    # One section's failure is reported in the table; the others still run.
-                    failed = Figure(f"{name}: FAILED ({type(exc).__name__}: {exc})"[:160], "")
-                    rows.append((failed, None))
+        rows = run_sections(bench, args.only)
     text = table(rows)
     print(text)
-    print(f"{runs} run(s), {time.time() - began:.0f} s, Python {platform.python_version()}, "
-          f"{os.cpu_count()} CPUs")  # fmt: skip
-    if "--write-docs" in argv:
-        write_benchmarks_doc(text, runs)
+    took = time.time() - began
+    print(
+        f"{settings.runs} run(s), {took:.0f} s, Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs"
+    )
+    if args.write_docs:
+        write_benchmarks_doc(text, settings.runs)
 
 
 def write_benchmarks_doc(text: str, runs: int) -> None:
