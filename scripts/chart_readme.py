@@ -66,13 +66,21 @@ def documented_keys(values_text: str) -> dict[str, str]:
     return docs
 
 
+def _node_at(schema: dict[str, Any], dotted: str) -> dict[str, Any] | None:
+    node = schema
+    for part in dotted.split("."):
+        child: dict[str, Any] | None = node.get("properties", {}).get(part)
+        if child is None:
+            return None
+        node = child
+    return node
+
+
 def schema_type(schema: dict[str, Any], dotted: str) -> str | None:
     """The type the schema accepts at ``dotted`` (alternatives joined), or None if unsaid."""
-    node: dict[str, Any] | None = schema
-    for part in dotted.split("."):
-        node = (node or {}).get("properties", {}).get(part)
-        if node is None:
-            return None
+    node = _node_at(schema, dotted)
+    if node is None:
+        return None
     kinds = _types(node)
     if not kinds:
         return None
@@ -141,10 +149,11 @@ def render(chart_dir: Path = CHART) -> str:
     chart = yaml.safe_load((chart_dir / "Chart.yaml").read_text())
     rows, missing = walk(values, documented_keys(values_text), schema)
     if missing:
+        names = ", ".join(missing)
         raise SystemExit(
-            "values.yaml: no `# --` description for " + ", ".join(missing)
-            + ": add one above each key (see the other values)"
-        )  # fmt: skip
+            f"values.yaml: no `# --` description for {names}: "
+            "add one above each key (see the other values)"
+        )
     table = "| Key | Type | Default | Description |\n|---|---|---|---|\n" + "".join(
         f"| `{row.name}` | {row.type} | `{_cell(row.default)}` | {_cell(row.description)} |\n"
         for row in rows
