@@ -48,13 +48,13 @@ MIN_MEMORY_LIMIT = "64Mi"
 _QUANTITY = re.compile(
     r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))([eE][+-]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$"
 )
+# The suffixes' factors: SI prefixes step by 10**3 from nano, binary ones by 2**10 from kibi.
+_SI_PREFIXES = ("n", "u", "m", "", "k", "M", "G", "T", "P", "E")
+_BINARY_PREFIXES = ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
 _SUFFIXES = {
-    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
-    "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
-    "P": Decimal("1e15"), "E": Decimal("1e18"),
-    "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30), "Ti": Decimal(2**40),
-    "Pi": Decimal(2**50), "Ei": Decimal(2**60),
-}  # fmt: skip
+    **{prefix: Decimal(10) ** (3 * (i - 3)) for i, prefix in enumerate(_SI_PREFIXES)},
+    **{prefix: Decimal(2) ** (10 * (i + 1)) for i, prefix in enumerate(_BINARY_PREFIXES)},
+}
 
 
 class ResourcesError(ValueError):
@@ -160,22 +160,34 @@ def qos_class(containers: Iterable[Mapping[str, Any]]) -> QoSClass:
     Guaranteed: every container limits both cpu and memory, and the summed requests equal
     the summed limits; BestEffort: nothing requested or limited anywhere.
     """
-    requests: dict[str, Decimal] = {}
-    limits: dict[str, Decimal] = {}
-    guaranteed = True
-    for container in containers:
-        resources = container.get("resources") or {}
-        for section, total in (("requests", requests), ("limits", limits)):
-            for name in _COMPUTE:
-                value = (resources.get(section) or {}).get(name)
-                if value is not None and parse_quantity(value) != 0:
-                    total[name] = total.get(name, Decimal(0)) + parse_quantity(value)
-        limited = resources.get("limits") or {}
-        if any(parse_quantity(limited.get(name, 0)) == 0 for name in _COMPUTE):
-            guaranteed = False
+    listed = list(containers)
+    requests, limits = _summed(listed, "requests"), _summed(listed, "limits")
     if not requests and not limits:
         return "BestEffort"
-    return "Guaranteed" if guaranteed and requests == limits else "Burstable"
+    if requests == limits and all(_limits_both(c) for c in listed):
+        return "Guaranteed"
+    return "Burstable"
+
+
+def _summed(containers: Iterable[Mapping[str, Any]], section: str) -> dict[str, Decimal]:
+    """Each compute resource's total over the containers that set it to more than zero."""
+    total: dict[str, Decimal] = {}
+    for container in containers:
+        for name, amount in _amounts(container, section).items():
+            total[name] = total.get(name, Decimal(0)) + amount
+    return total
+
+
+def _amounts(container: Mapping[str, Any], section: str) -> dict[str, Decimal]:
+    values = (container.get("resources") or {}).get(section) or {}
+    given = {name: values.get(name) for name in _COMPUTE}
+    amounts = {name: parse_quantity(value) for name, value in given.items() if value is not None}
+    return {name: amount for name, amount in amounts.items() if amount != 0}
+
+
+def _limits_both(container: Mapping[str, Any]) -> bool:
+    limits = (container.get("resources") or {}).get("limits") or {}
+    return all(parse_quantity(limits.get(name, 0)) != 0 for name in _COMPUTE)
 
 
 def pod_qos_class(spec: Mapping[str, Any]) -> QoSClass:
