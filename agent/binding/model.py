@@ -100,34 +100,44 @@ class BindingSpec:
 
     @classmethod
     def _parse(cls, spec: object) -> BindingSpec:
-        if spec is None:
-            raise InvalidBindingError("spec is required: an object with environment and vault")
-        if isinstance(spec, Mapping):
-            _source(spec)  # the schema's rule on key sources, said for the case at hand.
-        problems = schema.violations(spec)
-        if problems:
-            raise InvalidBindingError("; ".join(str(p) for p in problems))
-        spec = cast(Mapping[str, Any], spec)  # the schema said it is an object.
-        environment: str = spec["environment"]
-        file = spec.get("file") or {}
-        vault: VaultAuthSpec | None = None
-        aws: AwsSourceSpec | None = None
-        ref: SecretRef | AwsSecretRef
-        if spec.get("source") == "aws":  # the schema made sure spec.aws is there, alone.
-            aws, ref = _aws_source(spec["aws"], environment)
-        else:
-            vault, ref = _vault_source(spec, environment)
+        checked = _checked(spec)
+        environment: str = checked["environment"]
+        file = checked.get("file") or {}
+        vault, aws, ref = _key_source(checked, environment)
         return cls(
             environment=environment,
             vault=vault,
             ref=ref,
             aws=aws,
-            refresh_seconds=spec.get("refreshIntervalSeconds"),
+            refresh_seconds=checked.get("refreshIntervalSeconds"),
             file_name=str(file.get("name") or keyfile.DEFAULT_FILE_NAME),
             file_mode=file.get("mode", keyfile.DEFAULT_MODE),
-            rotation_request=(spec.get("rotation") or {}).get("requestedAt") or None,
-            key_rules=_key_rules(spec.get("key") or {}),
+            rotation_request=(checked.get("rotation") or {}).get("requestedAt") or None,
+            key_rules=_key_rules(checked.get("key") or {}),
         )
+
+
+def _checked(spec: object) -> Mapping[str, Any]:
+    """``spec``, once it keeps the schema's every rule; else all it breaks, in one error."""
+    if spec is None:
+        raise InvalidBindingError("spec is required: an object with environment and vault")
+    if isinstance(spec, Mapping):
+        _source(spec)  # the schema's rule on key sources, said for the case at hand.
+    problems = schema.violations(spec)
+    if problems:
+        raise InvalidBindingError("; ".join(str(p) for p in problems))
+    return cast(Mapping[str, Any], spec)  # the schema said it is an object.
+
+
+def _key_source(
+    spec: Mapping[str, Any], environment: str
+) -> tuple[VaultAuthSpec | None, AwsSourceSpec | None, SecretRef | AwsSecretRef]:
+    """Where the key is read (Vault, or AWS Secrets Manager), and as whom."""
+    if spec.get("source") == "aws":  # the schema made sure spec.aws is there, alone.
+        aws, aws_ref = _aws_source(spec["aws"], environment)
+        return None, aws, aws_ref
+    vault, vault_ref = _vault_source(spec, environment)
+    return vault, None, vault_ref
 
 
 def _key_rules(key: Mapping[str, Any]) -> keyrules.KeyRules:

@@ -538,19 +538,37 @@ def _junctor_violations(value: object, schema: Schema, where: str) -> list[Viola
 
 def _value_violation(value: object, schema: Schema) -> str | None:
     """What is allowed instead, if ``value`` (a scalar of the right type) breaks a rule."""
-    allowed = _what(schema)
-    if "enum" in schema and value not in schema["enum"]:
-        return allowed
-    if isinstance(value, int) and not _in_range(value, schema):
-        return allowed
-    if isinstance(value, str):
-        if not schema.get("minLength", 0) <= len(value) <= schema.get("maxLength", len(value)):
-            return allowed
-        if "pattern" in schema and not _go_regex(schema["pattern"]).search(value):
-            return allowed
-    if "not" in schema and _value_violation(value, schema["not"]) is None:
-        return allowed
+    if any(breaks(value, schema) for breaks in _SCALAR_RULES):
+        return _what(schema)
     return None
+
+
+def _breaks_enum(value: object, schema: Schema) -> bool:
+    return "enum" in schema and value not in schema["enum"]
+
+
+def _breaks_range(value: object, schema: Schema) -> bool:
+    return isinstance(value, int) and not _in_range(value, schema)
+
+
+def _breaks_length(value: object, schema: Schema) -> bool:
+    if not isinstance(value, str):
+        return False
+    return not schema.get("minLength", 0) <= len(value) <= schema.get("maxLength", len(value))
+
+
+def _breaks_pattern(value: object, schema: Schema) -> bool:
+    if not isinstance(value, str) or "pattern" not in schema:
+        return False
+    return not _go_regex(schema["pattern"]).search(value)
+
+
+def _breaks_not(value: object, schema: Schema) -> bool:
+    """``not``: the value matches the subschema it must not match."""
+    return "not" in schema and _value_violation(value, schema["not"]) is None
+
+
+_SCALAR_RULES = (_breaks_enum, _breaks_range, _breaks_length, _breaks_pattern, _breaks_not)
 
 
 def _what(schema: Schema) -> str:
