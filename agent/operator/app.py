@@ -256,9 +256,15 @@ async def run_operator(
     """Run the operator until stopped (SIGTERM, or ``stop_flag``)."""
     kube = kube or KubeApi.connect()
     metrics = Metrics()
-    registry = build_registry(config, kube, namespace, connection=connection,
-                              webhook_host=webhook_host, extra_names=extra_names,
-                              metrics=metrics)  # fmt: skip
+    registry = build_registry(
+        config,
+        kube,
+        namespace,
+        connection=connection,
+        webhook_host=webhook_host,
+        extra_names=extra_names,
+        metrics=metrics,
+    )
     runners = []
     if probes is not None:
         runners.append(await serve_probes(*probes, webhook_port=config.webhook_port))

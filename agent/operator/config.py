@@ -319,8 +319,15 @@ class _Section:
         self.read.add(key)
         return _Section(self.raw.get(key), f"{self.where}{key}.")
 
-    def get(self, key: str, kind: type, default: Any, *, choices: tuple[str, ...] = (),
-            minimum: int | None = None) -> Any:  # fmt: skip
+    def get(
+        self,
+        key: str,
+        kind: type,
+        default: Any,
+        *,
+        choices: tuple[str, ...] = (),
+        minimum: int | None = None,
+    ) -> Any:
         self.read.add(key)
         value = self.raw.get(key, default)
         if value is None:
