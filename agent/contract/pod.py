@@ -21,8 +21,10 @@ ANNOTATION_MOUNT_PATH = "captchakeys.io/mount-path"
 ANNOTATION_AGENT_RESOURCES = "captchakeys.io/agent-resources"
 
 AGENT_CONTAINER = "captcha-key-agent"
-# The agent's probes, /status and /metrics; the operator reads /status here.
+# The agent's probes, /status and /metrics; the operator reads /status here, on the port
+# of this name when the pod declares one.
 AGENT_PORT = 8099
+AGENT_PORT_NAME = "ckb-agent"
 # The agent's own identity, whatever the pod's security context says.
 AGENT_UID = 65532
 AGENT_GID = 65532

@@ -173,7 +173,7 @@ class OperatorConfig:
             environment_namespaces=_environment_namespaces(top),
             status_poll_seconds=float(top.get("statusPollSeconds", int, 30, minimum=1)),
             vault_reads_per_second=float(top.get("vaultReadsPerSecond", int, 200, minimum=1)),
-            peering_name=peering.get("name", str, "captcha-key-agent") or None,
+            peering_name=peering.get("name", str, cls.peering_name) or None,
             webhook_port=webhook.get("port", int, 8443, minimum=1),
             webhook_service=webhook.get("serviceName", str, cls.webhook_service),
             mutating_configuration=webhook.get(

@@ -36,6 +36,7 @@ from agent.contract.pod import (
     AGENT_CONTAINER,
     AGENT_GID,
     AGENT_PORT,
+    AGENT_PORT_NAME,
     AGENT_UID,
     ANNOTATION_BINDING,
     ANNOTATION_MOUNT_PATH,
@@ -348,7 +349,7 @@ def _agent_container(
         "restartPolicy": "Always",
         "args": agentargs.binding_args(binding),
         "env": env,
-        "ports": [{"name": "ckb-agent", "containerPort": AGENT_PORT, "protocol": "TCP"}],
+        "ports": [{"name": AGENT_PORT_NAME, "containerPort": AGENT_PORT, "protocol": "TCP"}],
         "startupProbe": probe("/readyz", 1, 300),
         "readinessProbe": probe("/readyz", 10, 3),
         "livenessProbe": probe("/healthz", 20, 3),
@@ -369,7 +370,7 @@ def _volumes(config: InjectionConfig, audience: str) -> list[dict[str, Any]]:
                         "serviceAccountToken": {
                             "audience": audience,
                             "expirationSeconds": config.token_expiration_seconds,
-                            "path": "token",
+                            "path": VAULT_TOKEN_FILE.name,
                         }
                     }
                 ]
