@@ -31,7 +31,6 @@ from agent.operator.resources import (
     ResourcesError,
     agent_resources,
     resources_from_annotation,
-    validate_resources,
 )
 
 __all__ = ["AgentResources", "AnnotationError", "InjectionError", "InjectionRequest", "parse_pod"]
@@ -225,9 +224,8 @@ def _agent_resources(
 ) -> AgentResources:
     """A new agent's resources: the config's, the annotation's over them; Guaranteed stays."""
     try:
-        configured = validate_resources(config.resources, "injection.resources")
-        return agent_resources(_annotated(annotations, configured), spec)
-    except ResourcesError as exc:  # the config's, or a quantity in the pod's own spec.
+        return agent_resources(_annotated(annotations, config.resources), spec)
+    except ResourcesError as exc:  # a quantity in the pod's own spec.
         raise InjectionError(str(exc)) from None
 
 

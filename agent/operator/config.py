@@ -63,6 +63,12 @@ class TLSConfig:
 
 @dataclass(frozen=True)
 class InjectionConfig:
+    """What the webhook gives every agent it injects.
+
+    ``resources`` are checked (and normalised) as the config is made, raising
+    :class:`~agent.operator.resources.ResourcesError`: not again at each admission.
+    """
+
     image: str = "ghcr.io/captcha-key-agent/captcha-key-agent-sidecar:0.1.0"
     image_pull_policy: str = "IfNotPresent"
     resources: Mapping[str, Any] = field(
@@ -80,6 +86,10 @@ class InjectionConfig:
     # A ConfigMap (key ``ca.crt``) in each workload namespace that the agent trusts for
     # Vault's TLS; ``None``: the image's public CAs only.
     vault_ca_config_map: str | None = None
+
+    def __post_init__(self) -> None:
+        checked = validate_resources(self.resources, "injection.resources")
+        object.__setattr__(self, "resources", checked)  # frozen: set once, here.
 
 
 @dataclass(frozen=True)
@@ -187,20 +197,7 @@ class OperatorConfig:
                 secret_name=tls.get("secretName", str, TLSConfig.secret_name),
                 cert_dir=Path(tls.get("certDir", str, str(TLSConfig.cert_dir))),
             ),
-            injection=InjectionConfig(
-                image=inj.get("image", str, InjectionConfig.image),
-                image_pull_policy=inj.get("imagePullPolicy", str, "IfNotPresent"),
-                resources=_agent_resources(inj.get("resources", dict, InjectionConfig().resources)),
-                refresh_interval_seconds=inj.get("refreshIntervalSeconds", int, 3600, minimum=10),
-                mount_path=inj.get("mountPath", str, InjectionConfig.mount_path),
-                token_audience=inj.get("tokenAudience", str, "vault"),
-                token_expiration_seconds=inj.get("tokenExpirationSeconds", int, 3600, minimum=600),
-                log_level=inj.get("logLevel", str, "info"),
-                log_format=inj.get("logFormat", str, "json", choices=("json", "text")),
-                vault_ca_config_map=_object_name(
-                    inj.get("vaultCaConfigMap", str, ""), "injection.vaultCaConfigMap"
-                ),
-            ),
+            injection=_injection_config(inj),
             log_level=log.get("level", str, "info", choices=("debug", "info", "warning", "error")),
             log_format=log.get("format", str, "json", choices=("json", "text")),
         )
@@ -214,10 +211,23 @@ class OperatorConfig:
         return config
 
 
-def _agent_resources(value: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+def _injection_config(inj: _Section) -> InjectionConfig:
     try:
-        return validate_resources(value, "injection.resources")
-    except ResourcesError as exc:
+        return InjectionConfig(
+            image=inj.get("image", str, InjectionConfig.image),
+            image_pull_policy=inj.get("imagePullPolicy", str, "IfNotPresent"),
+            resources=inj.get("resources", dict, InjectionConfig().resources),
+            refresh_interval_seconds=inj.get("refreshIntervalSeconds", int, 3600, minimum=10),
+            mount_path=inj.get("mountPath", str, InjectionConfig.mount_path),
+            token_audience=inj.get("tokenAudience", str, "vault"),
+            token_expiration_seconds=inj.get("tokenExpirationSeconds", int, 3600, minimum=600),
+            log_level=inj.get("logLevel", str, "info"),
+            log_format=inj.get("logFormat", str, "json", choices=("json", "text")),
+            vault_ca_config_map=_object_name(
+                inj.get("vaultCaConfigMap", str, ""), "injection.vaultCaConfigMap"
+            ),
+        )
+    except ResourcesError as exc:  # InjectionConfig checks its resources as it is made.
         raise ConfigError(str(exc)) from None
 
 

@@ -13,7 +13,8 @@ Aspects covered:
   injection.tokenAudience one of them; defaults: only the operator's own address, only
   the ``vault`` audience, no http;
 - environmentNamespaces: only known environments, lists of names or globs; a mapped
-  environment may be bound only from matching namespaces, an unmapped one from any.
+  environment may be bound only from matching namespaces, an unmapped one from any;
+- InjectionConfig checks (and normalises) the agent's resources as it is made.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.operator.config import ConfigError, OperatorConfig
+from agent.operator.config import ConfigError, InjectionConfig, OperatorConfig
+from agent.operator.resources import ResourcesError
 
 CONTRACT = Path(__file__).resolve().parents[2] / "docs" / "contract.md"
 
@@ -373,3 +375,11 @@ def test_namespace_may_bind(
     text = 'environmentNamespaces:\n  prod: [solver-prod, "payments-*"]\n'
     config = OperatorConfig.load(write(tmp_path, text))
     assert config.namespace_may_bind(namespace, environment) is allowed
+
+
+def test_injection_resources_are_checked_as_the_config_is_made() -> None:
+    # Checked once here, so admission does not check them again for every pod.
+    with pytest.raises(ResourcesError, match=r"injection\.resources\.limits must set cpu"):
+        InjectionConfig(resources={"limits": {"memory": "96Mi"}})
+    made = InjectionConfig(resources={"limits": {"cpu": 1, "memory": "96Mi"}})
+    assert made.resources == {"requests": {}, "limits": {"cpu": "1", "memory": "96Mi"}}
