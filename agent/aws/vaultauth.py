@@ -56,6 +56,9 @@ class AwsIamAuth:
     def describe(self) -> str:
         return f"aws iam login as role {self.role!r} at auth/{self.mount}"
 
+    def policy_holder(self, token_meta: Mapping[str, Any]) -> str:
+        return f"the Vault role {self.role!r} (auth/{self.mount}/role/{self.role}, token_policies)"
+
     def login(self, client: hvac.Client) -> Mapping[str, Any]:
         credentials = boto3.session.Session().get_credentials()
         if credentials is None:

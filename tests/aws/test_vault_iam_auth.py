@@ -10,6 +10,7 @@ Covers:
 - a real OpenBao verifies the login through its ``aws`` auth method configured with
   moto as ``sts_endpoint`` / ``iam_endpoint``; OpenBao 2.x ships without that plugin,
   so the test skips with that reason when the server refuses to enable it;
+- a 403 on the key's path names the Vault role whose policies lack the grant;
 - the CLI refuses ``--auth-method aws`` without ``--role`` with a usage message.
 """
 
@@ -142,6 +143,15 @@ def test_real_openbao_verifies_the_iam_login(
     client = VaultClient(openbao.addr, auth)
     assert client.read_key(SecretRef("captchaai/aws-iam")).version == version
     assert client.logins == 1
+
+
+def test_a_refusal_names_the_role_that_lacks_the_grant() -> None:
+    auth = AwsIamAuth(role="captcha-worker", mount="aws-prod")
+    holder = auth.policy_holder({})
+    assert (
+        holder
+        == "the Vault role 'captcha-worker' (auth/aws-prod/role/captcha-worker, token_policies)"
+    )
 
 
 def test_cli_needs_a_role_for_aws_auth(tmp_path: Path) -> None:
