@@ -77,12 +77,15 @@ def _demo(rotations: int, interval: float) -> int:
         root.sys.create_or_update_policy("captcha-worker", WORKER_POLICY)
         worker_token = root.auth.token.create(policies=["captcha-worker"], ttl="1h", renewable=True)
         version = bao.put_key("captchaai/dev", _new_key())
-        print(f"2. stored a key at secret/captchaai/dev (version {version}); "
-              "the agent logs in with the read-only captcha-worker policy")  # fmt: skip
+        print(
+            f"2. stored a key at secret/captchaai/dev (version {version}); "
+            "the agent logs in with the read-only captcha-worker policy"
+        )
         client = VaultClient(bao.addr, TokenAuth(token=worker_token["auth"]["client_token"]))
         target = KeyTarget(Path(out))
-        agent = KeyAgent(KeyRefresher(client, SecretRef("captchaai/dev"), target),
-                         refresh_interval=interval)  # fmt: skip
+        agent = KeyAgent(
+            KeyRefresher(client, SecretRef("captchaai/dev"), target), refresh_interval=interval
+        )
         latencies = asyncio.run(_until_sigterm(_rotate(bao, agent, target, rotations)))
         if latencies is None:
             raise SystemExit(128 + signal.SIGTERM)  # now the ``with`` blocks clean up.
@@ -90,8 +93,11 @@ def _demo(rotations: int, interval: float) -> int:
     print("\nsummary")
     print(f"  rotations propagated : {len(latencies)}/{rotations}")
     if latencies:
-        print(f"  latency p50 / max    : {statistics.median(latencies) * 1000:.0f} ms / "
-              f"{max(latencies) * 1000:.0f} ms (Vault write → reader callback)")  # fmt: skip
+        p50, worst = statistics.median(latencies) * 1000, max(latencies) * 1000
+        print(
+            f"  latency p50 / max    : {p50:.0f} ms / {worst:.0f} ms "
+            "(Vault write → reader callback)"
+        )
     print(f"  Vault logins         : {client.logins} (token reused across every refresh)")
     print(f"  demo time            : {total:.1f} s")
     _explain_figures(interval)
@@ -139,8 +145,10 @@ async def _rotate(
     try:
         await _wait_for(lambda: agent.ready, 10)
         with KeyReader(target.path) as reader:
-            print(f"3. agent wrote {target.path}; the reader sees fingerprint "
-                  f"{reader.fingerprint} (version {reader.version})")  # fmt: skip
+            print(
+                f"3. agent wrote {target.path}; the reader sees fingerprint "
+                f"{reader.fingerprint} (version {reader.version})"
+            )
             arrival: list[float] = []
 
             @reader.on_change
@@ -162,8 +170,10 @@ async def _rotate(
                     continue
                 await _wait_for(_holds(reader, version), 2)
                 latencies.append(arrival[-1] - written_at)
-                print(f"   rotation {number}: version {version}, fingerprint {reader.fingerprint}, "
-                      f"{latencies[-1] * 1000:.0f} ms")  # fmt: skip
+                print(
+                    f"   rotation {number}: version {version}, fingerprint {reader.fingerprint}, "
+                    f"{latencies[-1] * 1000:.0f} ms"
+                )
             return latencies
     finally:
         arrived.set()  # a thread waiting for a rotation returns now, not after its timeout.

@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 from agent.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def help_of(*args: str) -> str:

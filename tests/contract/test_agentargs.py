@@ -145,7 +145,7 @@ def test_a_vault_bindings_agent_parses_into_what_the_webhook_meant(
     assert params["vault_cacert"] == "/etc/captchakeys/vault-ca/ca.crt"
     assert params["out_dir"] == Path("/var/run/keys")
     assert params["token_file"] == Path("/var/run/secrets/captchakeys/vault/token")
-    assert params["health_addr"] == "0.0.0.0:8099"
+    assert params["health_addr"] == ("0.0.0.0", 8099)
     assert params["refresh_interval"] == 900.0
     assert (params["log_level"], params["log_format"]) == ("warning", "text")
     policy = VaultPolicy.from_lists(
