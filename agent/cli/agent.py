@@ -352,6 +352,8 @@ class _AgentCommand(click.Command):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         rest = super().parse_args(ctx, args)
+        if ctx.resilient_parsing:  # shell completion: nothing runs, nothing to refuse.
+            return rest
         mode = _mode_of(ctx.params)
         if not ctx.params[mode.selector.dest]:  # none chosen: Vault, and no --path.
             raise click.UsageError(

@@ -11,7 +11,7 @@ Covers, with the real parser (nothing runs: a refusal comes before any work):
   never held against a mode;
 - with ``--binding``, an option the binding's spec decides names that spec field (the
   whole message, through ``captchakey``, exit 2); two key sources at once say to keep
-  one; no mode at all asks for ``--path``;
+  one; no mode at all asks for ``--path``; shell completion is never refused;
 - the ``captchakey agent`` commands of the README and the docs parse as written.
 """
 
@@ -189,6 +189,11 @@ def test_without_any_mode_the_agent_asks_for_a_path() -> None:
     with pytest.raises(click.UsageError) as refused:
         parse(["--auth-method", "token"])
     assert refused.value.message.startswith("--path (CAPTCHAKEY_PATH) is required")
+
+
+def test_shell_completion_is_never_refused() -> None:
+    ctx = AGENT.make_context("agent", ["--binding", "x", "--once"], resilient_parsing=True)
+    assert ctx.params["once"] is True
 
 
 def documented_agent_commands() -> list[str]:
