@@ -33,7 +33,14 @@ from agent.operator.resources import (
     resources_from_annotation,
 )
 
-__all__ = ["AgentResources", "AnnotationError", "InjectionError", "InjectionRequest", "parse_pod"]
+__all__ = [
+    "AgentResources",
+    "AnnotationError",
+    "InjectionError",
+    "InjectionRequest",
+    "Objects",
+    "parse_pod",
+]
 
 AgentResources = Mapping[str, Mapping[str, str]]  # requests and limits, each cpu and memory.
 Objects = tuple[Mapping[str, Any], ...]  # containers, init containers or volumes, as admitted.
