@@ -15,6 +15,7 @@ scheduled are dropped, so a pod that died mid-rotation never blocks "safe to rev
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ import aiohttp
 from agent import versions
 from agent.contract import agentstatus
 from agent.contract.agentstatus import LastError
+from agent.contract.bindingstatus import FailingConsumer, RolloutStatus
 from agent.contract.pod import AGENT_CONTAINER, AGENT_PORT, ANNOTATION_BINDING, INJECT_LABEL
 from agent.versions import Version
 
@@ -71,19 +73,24 @@ def consumer_of(pod: Mapping[str, Any]) -> tuple[tuple[str, str], Consumer] | No
 
 
 def _live_consumer(pod: Mapping[str, Any]) -> Consumer | None:
+    """The pod's agent, unless the pod is going or gone, or has no address yet."""
     metadata, status = pod.get("metadata") or {}, pod.get("status") or {}
     if metadata.get("deletionTimestamp") or status.get("phase") in ("Succeeded", "Failed"):
         return None
     address = status.get("podIP")
     if not address:
         return None
-    port = AGENT_PORT
+    return Consumer(name=str(metadata.get("name")), address=str(address), port=_agent_port(pod))
+
+
+def _agent_port(pod: Mapping[str, Any]) -> int:
+    """The port the injected agent declares: the one the webhook chose, else the default."""
     for container in (pod.get("spec") or {}).get("initContainers") or []:
         if container.get("name") == AGENT_CONTAINER:
-            for declared in container.get("ports") or []:
-                if declared.get("name") == "ckb-agent":
-                    port = int(declared["containerPort"])
-    return Consumer(name=str(metadata.get("name")), address=str(address), port=port)
+            named = [p for p in container.get("ports") or [] if p.get("name") == "ckb-agent"]
+            if named:
+                return int(named[0]["containerPort"])
+    return AGENT_PORT
 
 
 @dataclass(frozen=True)
@@ -146,76 +153,74 @@ def _host(address: str) -> str:
 
 @dataclass(frozen=True)
 class Rollout:
-    """A binding's rollout, as published in ``status.rollout``."""
+    """A binding's rollout: what the consumers hold, and which of them fail and why."""
 
     consumers: int
     up_to_date: int
     versions: dict[str, int]
     stragglers: list[str]
     safe_to_revoke: list[Version]
-    failing: dict[str, LastError] = field(default_factory=dict)
+    failing: dict[str, LastError] = field(default_factory=dict)  # every failing consumer.
 
     @property
     def complete(self) -> bool:
         return self.up_to_date == self.consumers
 
-    def failing_status(self) -> list[dict[str, str]]:
+    def failing_status(self) -> tuple[FailingConsumer, ...]:
         """The first failing consumers by name, each with its agent's reason and message."""
-        named = []
-        for name, error in sorted(self.failing.items())[:_MAX_NAMED]:
-            entry = {"pod": name, "reason": error.reason, "message": error.message}
-            if error.since:
-                entry["since"] = error.since
-            named.append(entry)
-        return named
+        return tuple(
+            FailingConsumer(name, error.reason, error.message, error.since or None)
+            for name, error in sorted(self.failing.items())[:_MAX_NAMED]
+        )
 
-    def as_status(self) -> dict[str, Any]:
-        return {
-            "consumers": self.consumers,
-            "upToDate": self.up_to_date,
-            "versions": self.versions,
-            "stragglers": self.stragglers,
-            "safeToRevoke": self.safe_to_revoke,
-            "failing": self.failing_status(),
-        }
+    def as_status(self) -> RolloutStatus:
+        """As published in ``status.rollout``."""
+        return RolloutStatus(
+            consumers=self.consumers,
+            up_to_date=self.up_to_date,
+            versions=self.versions,
+            stragglers=tuple(self.stragglers),
+            safe_to_revoke=tuple(self.safe_to_revoke),
+            failing=self.failing_status(),
+        )
 
 
 def summarize(
-    held: Mapping[str, versions.Version | None],
-    current: versions.Version,
-    known: Iterable[versions.Version],
+    held: Mapping[str, Version | None],
+    current: Version,
+    known: Iterable[Version],
     errors: Mapping[str, LastError | None] | None = None,
 ) -> Rollout:
     """Aggregate what consumers hold against the current version.
 
     ``known`` are the versions Vault still has (live); an older one that no consumer
     holds is safe to revoke in the CaptchaAI dashboard. ``errors`` are the consumers'
-    last errors (``None``: healthy); those that have one are named as failing. A consumer
-    that did not answer counts as a straggler and keeps every older version unsafe: it may
-    hold any of them.
+    last errors (``None``: healthy); those that have one are named as failing.
     """
-    counts: dict[str, int] = {}
-    for version in held.values():
-        label = str(version) if version is not None else "unknown"
-        counts[label] = counts.get(label, 0) + 1
-    stragglers = sorted(name for name, v in held.items() if not versions.is_current(v, current))
-    unknown = any(v is None for v in held.values())
-    still_held = {v for v in held.values() if v is not None}
-    safe = (
-        []
-        if unknown
-        else _ordered(v for v in known if versions.is_older(v, current) and v not in still_held)
-    )
     return Rollout(
         consumers=len(held),
         up_to_date=sum(1 for v in held.values() if versions.is_current(v, current)),
-        versions=counts,
-        stragglers=stragglers,
-        safe_to_revoke=safe,
+        versions=dict(Counter("unknown" if v is None else str(v) for v in held.values())),
+        stragglers=sorted(name for name, v in held.items() if not versions.is_current(v, current)),
+        safe_to_revoke=_revocable(held.values(), current, known),
         failing={name: error for name, error in (errors or {}).items() if error is not None},
     )
 
 
-def _ordered(found: Iterable[versions.Version]) -> list[versions.Version]:
+def _revocable(
+    held: Iterable[Version | None], current: Version, known: Iterable[Version]
+) -> list[Version]:
+    """The older versions no consumer holds; none while a consumer did not answer.
+
+    A consumer that did not answer counts as a straggler and keeps every older version
+    unsafe: it may hold any of them.
+    """
+    still_held = set(held)
+    if None in still_held:
+        return []
+    return _ordered(v for v in known if versions.is_older(v, current) and v not in still_held)
+
+
+def _ordered(found: Iterable[Version]) -> list[Version]:
     """Vault numbers in order; AWS version ids (no order of their own) by name."""
     return sorted(found, key=lambda v: (isinstance(v, str), v if isinstance(v, int) else 0, str(v)))

@@ -17,14 +17,16 @@ import contextlib
 import datetime
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import kopf
 
-from agent import versions
 from agent.aws.refs import AwsSecretRef
 from agent.binding.model import BindingSpec, InvalidBindingError
+from agent.contract import bindingstatus as bs
+from agent.contract.bindingstatus import BindingStatus, Condition
 from agent.keysource import KeySource, SourceMetadata
 from agent.kube import KubeApi
 from agent.operator.config import OperatorConfig
@@ -38,23 +40,13 @@ from agent.vault import (
     VaultUnavailableError,
     auth_from_settings,
 )
+from agent.versions import Version
 
 __all__ = ["Conditions", "Outcome", "StatusKeeper", "merge_patch", "status_patch"]
 
 Outcome = Literal["settled", "rolling", "failed"]
 
 _log = logging.getLogger(__name__)
-
-# What the first patch of a round with a new version carries: all the agents need.
-_ANNOUNCED = (
-    "observedGeneration",
-    "vaultPath",
-    "awsSecret",
-    "lastRotationRequest",
-    "currentVersion",
-    "rotationSpreadSeconds",
-    "conditions",
-)
 
 
 class Conditions:
@@ -64,25 +56,60 @@ class Conditions:
     how long a binding has been (un)ready, not how long ago the last poll ran.
     """
 
-    def __init__(self, current: Sequence[Mapping[str, Any]], generation: int | None):
-        self.items: list[dict[str, Any]] = [dict(c) for c in current]
+    def __init__(self, current: Iterable[Condition] | None, generation: int | None):
+        self.items: list[Condition] = list(current or ())
         self.generation = generation
         self.now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def set(self, type_: str, status: bool, reason: str, message: str) -> None:
-        value = "True" if status else "False"
-        previous = next((c for c in self.items if c.get("type") == type_), None)
-        unchanged = previous is not None and previous.get("status") == value
-        since = previous.get("lastTransitionTime", self.now) if previous and unchanged else self.now
-        self.items = [c for c in self.items if c.get("type") != type_]
-        self.items.append({
-            "type": type_,
-            "status": value,
-            "reason": reason,
-            "message": message,
-            "observedGeneration": self.generation,
-            "lastTransitionTime": since,
-        })  # fmt: skip
+        value = bs.TRUE if status else bs.FALSE
+        previous = bs.find(self.items, type_)
+        kept = previous.last_transition_time if previous and previous.status == value else None
+        self.items = [c for c in self.items if c.type != type_]
+        self.items.append(
+            Condition(type_, value, reason, message, self.generation, kept or self.now)
+        )
+
+    def wait_for_every_consumer(self) -> None:
+        """Nothing is safe to revoke while a consumer may still hold an older version."""
+        self.set(
+            bs.SAFE_TO_REVOKE,
+            False,
+            bs.ROLLOUT_IN_PROGRESS,
+            "wait until every consumer holds the current version",
+        )
+
+
+@dataclass
+class _Round:
+    """One check of one binding: the status as seen, and the status being built."""
+
+    key: tuple[str, str]
+    body: kopf.Body
+    consumers: Callable[[], Iterable[Consumer]]
+    seen: Mapping[str, Any]  # the status in kopf's view of the body, as JSON.
+    before: BindingStatus  # the same, parsed.
+    conditions: Conditions
+    status: BindingStatus  # what this round publishes, as far as it has got.
+
+    @classmethod
+    def start(
+        cls, key: tuple[str, str], body: kopf.Body, consumers: Callable[[], Iterable[Consumer]]
+    ) -> _Round:
+        seen: Mapping[str, Any] = body.get("status") or {}
+        before = bs.parse(seen)
+        generation = body.metadata.get("generation")
+        conditions = Conditions(before.conditions, generation)
+        return cls(key, body, consumers, seen, before, conditions, BindingStatus(generation))
+
+    @property
+    def where(self) -> str:
+        """Where the key lives, for messages: the KV path, or the AWS secret."""
+        return self.status.vault_path or self.status.aws_secret or ""
+
+    def desired(self) -> BindingStatus:
+        """The status to write now: what the round has built, with its conditions."""
+        return replace(self.status, conditions=tuple(self.conditions.items))
 
 
 def merge_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
@@ -142,12 +169,17 @@ class StatusKeeper:
 
     def wake_if_asked(self, namespace: str, name: str, body: Mapping[str, Any]) -> None:
         """Check now if the spec changed since the last status, or a rotation is new."""
-        status = body.get("status") or {}
+        status = bs.parse(body.get("status"))
         rotation = ((body.get("spec") or {}).get("rotation") or {}).get("requestedAt")
-        stale = (body.get("metadata") or {}).get("generation") != status.get("observedGeneration")
-        if stale or (rotation and rotation != status.get("lastRotationRequest")):
-            _log.debug("binding %s/%s: change or rotation request %s seen", namespace, name,
-                       rotation, extra={"hop": "request-seen"})  # fmt: skip
+        stale = (body.get("metadata") or {}).get("generation") != status.observed_generation
+        if stale or (rotation and rotation != status.last_rotation_request):
+            _log.debug(
+                "binding %s/%s: change or rotation request %s seen",
+                namespace,
+                name,
+                rotation,
+                extra={"hop": "request-seen"},
+            )
             self.wake(namespace, name)
 
     async def keep(
@@ -189,72 +221,89 @@ class StatusKeeper:
         consumers: Callable[[], Iterable[Consumer]],
     ) -> Outcome:
         """One round: read metadata, count consumers, publish the status if it changed."""
-        status: Mapping[str, Any] = body.get("status") or {}
-        conditions = Conditions(status.get("conditions") or [], body.metadata.get("generation"))
-        patch: dict[str, Any] = {"observedGeneration": conditions.generation}
-        outcome: Outcome = "settled"
-        try:
-            spec = validate_binding(body, self.config)
-        except InvalidBindingError as exc:
-            conditions.set("Ready", False, exc.reason, str(exc))
-        else:
-            where = _where(spec)
-            patch.update(where)
-            if spec.rotation_request:
-                patch["lastRotationRequest"] = spec.rotation_request
-                if spec.rotation_request != status.get("lastRotationRequest"):
-                    _normal(body, "RotationRequested",
-                            f"rotation requested at {spec.rotation_request}: checking "
-                            f"{spec.source.capitalize()} for a new version of "
-                            f"{next(iter(where.values()))}")  # fmt: skip
-            try:
-                meta = await asyncio.to_thread(self._client(spec).metadata, spec.ref)
-                _log.debug("metadata of %s read: current version %s", next(iter(where.values())),
-                           meta.current_version, extra={"hop": "metadata-read"})  # fmt: skip
-            except VaultError as exc:
-                self.metrics.vault_errors.labels(exc.reason).inc()
-                reachable = not isinstance(exc, VaultUnavailableError)
-                outcome = "settled" if reachable else "failed"
-                conditions.set("VaultReachable", reachable, exc.reason, str(exc))
-                conditions.set("Ready", False, exc.reason, str(exc))
-            else:
-                # The condition keeps its name for AWS bindings: "the key's store answered".
-                answered = "AWS Secrets Manager" if spec.source == "aws" else "Vault"
-                conditions.set("VaultReachable", True, "MetadataRead", f"{answered} answered")
-                self._publish(body, spec, meta, patch, conditions)
-                current = versions.parse(patch.get("currentVersion", status.get("currentVersion")))
-                published = (self._written.get((namespace, name)) or status).get("currentVersion")
-                if current is not None and current != versions.parse(published):
-                    await self._announce((namespace, name), status, patch, consumers, conditions)
-                if current is not None:
-                    rollout = await self._follow_rollout(
-                        (namespace, name), body, current, meta, consumers, conditions
-                    )
-                    patch["rollout"] = rollout.as_status()
-                    outcome = "settled" if rollout.complete else "rolling"
-        patch["conditions"] = conditions.items
-        self._announce_transitions(body, status.get("conditions") or [], conditions)
-        await self._patch((namespace, name), status, patch)
+        round_ = _Round.start((namespace, name), body, consumers)
+        outcome = await self._observe(round_)
+        _announce_transitions(round_)
+        await self._patch(round_.key, round_.seen, round_.desired())
         return outcome
 
+    async def _observe(self, round_: _Round) -> Outcome:
+        """Where the key is, its current version, and how far it has reached the consumers."""
+        try:
+            spec = validate_binding(round_.body, self.config)
+        except InvalidBindingError as exc:
+            round_.conditions.set(bs.READY, False, exc.reason, str(exc))
+            return "settled"
+        round_.status = _located(round_.status, spec)
+        self._note_rotation_request(round_, spec)
+        try:
+            meta = await self._metadata(spec, round_.where)
+        except VaultError as exc:
+            return self._unreadable(round_, exc)
+        store = "AWS Secrets Manager" if spec.source == "aws" else "Vault"
+        # The condition keeps its name for AWS bindings: "the key's store answered".
+        round_.conditions.set(bs.VAULT_REACHABLE, True, bs.METADATA_READ, f"{store} answered")
+        self._publish(round_, spec, meta)
+        return await self._roll_out(round_, meta)
+
+    @staticmethod
+    def _note_rotation_request(round_: _Round, spec: BindingSpec) -> None:
+        """Record the rotation request acted on; a new one is an Event on the binding."""
+        request = spec.rotation_request
+        if not request:
+            return
+        round_.status = replace(round_.status, last_rotation_request=request)
+        if request != round_.before.last_rotation_request:
+            _normal(
+                round_.body,
+                "RotationRequested",
+                f"rotation requested at {request}: checking {spec.source.capitalize()} for a "
+                f"new version of {round_.where}",
+            )
+
+    async def _metadata(self, spec: BindingSpec, where: str) -> SourceMetadata:
+        meta = await asyncio.to_thread(self._client(spec).metadata, spec.ref)
+        _log.debug(
+            "metadata of %s read: current version %s",
+            where,
+            meta.current_version,
+            extra={"hop": "metadata-read"},
+        )
+        return meta
+
+    def _unreadable(self, round_: _Round, exc: VaultError) -> Outcome:
+        """The store refused or did not answer: say why; back off only if it did not answer."""
+        self.metrics.vault_errors.labels(exc.reason).inc()
+        reachable = not isinstance(exc, VaultUnavailableError)
+        round_.conditions.set(bs.VAULT_REACHABLE, reachable, exc.reason, str(exc))
+        round_.conditions.set(bs.READY, False, exc.reason, str(exc))
+        return "settled" if reachable else "failed"
+
+    async def _roll_out(self, round_: _Round, meta: SourceMetadata) -> Outcome:
+        """Announce a version the agents have not been told of, then follow its rollout."""
+        current = round_.status.current_version
+        if current is None:  # a pinned version that is gone: the last one's rollout goes on.
+            current = round_.before.current_version
+        if current is None:
+            return "settled"
+        written = self._written.get(round_.key) or round_.seen
+        if current != bs.parse(written).current_version:
+            await self._announce(round_, current)
+        rollout = await self._follow_rollout(round_, current, meta)
+        round_.status = replace(round_.status, rollout=rollout.as_status())
+        return "settled" if rollout.complete else "rolling"
+
     async def _patch(
-        self, key: tuple[str, str], seen: Mapping[str, Any], desired: Mapping[str, Any]
+        self, key: tuple[str, str], seen: Mapping[str, Any], desired: BindingStatus
     ) -> None:
         """Send what ``desired`` changes, against kopf's view and this keeper's last write."""
         written = self._written.get(key)
-        changes = status_patch(seen, written, desired)
+        changes = status_patch(seen, written, bs.patch_of(desired))
         if changes:
             await self.kube.patch_binding_status(*key, changes)
             self._written[key] = _applied(written if written is not None else seen, changes)
 
-    async def _announce(
-        self,
-        key: tuple[str, str],
-        seen: Mapping[str, Any],
-        patch: dict[str, Any],
-        consumers: Callable[[], Iterable[Consumer]],
-        conditions: Conditions,
-    ) -> None:
+    async def _announce(self, round_: _Round, current: Version) -> None:
         """Publish a new version at once, in a patch of its own, before the rollout round.
 
         The agents act on ``currentVersion`` alone, so it must not wait for the round that
@@ -262,139 +311,76 @@ class StatusKeeper:
         fleet. The spread sent with it is sized from the fleet the index already counts.
         Until that round says otherwise, the rollout of the new version is in progress.
         """
-        fleet = sum(1 for _ in consumers())
-        patch["rotationSpreadSeconds"] = round(
-            max(0, fleet - 1) / self.config.vault_reads_per_second, 3
+        fleet = sum(1 for _ in round_.consumers())
+        spread = round(max(0, fleet - 1) / self.config.vault_reads_per_second, 3)
+        round_.status = replace(round_.status, rotation_spread_seconds=spread)
+        if fleet and round_.before.current_version is not None:
+            waiting = f"version {current} published to {fleet} consumers"
+            round_.conditions.set(bs.ROLLOUT_COMPLETE, False, bs.ROLLOUT_IN_PROGRESS, waiting)
+            round_.conditions.wait_for_every_consumer()
+        await self._patch(round_.key, round_.seen, round_.desired())  # no rollout yet.
+        _log.debug(
+            "version %s published in status (spread %.3f s over %d consumers)",
+            current,
+            spread,
+            fleet,
+            extra={"hop": "status-patched"},
         )
-        if fleet and seen.get("currentVersion") is not None:
-            waiting = f"version {patch['currentVersion']} published to {fleet} consumers"
-            conditions.set("RolloutComplete", False, "RolloutInProgress", waiting)
-            conditions.set("SafeToRevoke", False, "RolloutInProgress",
-                           "wait until every consumer holds the current version")  # fmt: skip
-        patch["conditions"] = [dict(c) for c in conditions.items]
-        await self._patch(key, seen, {k: patch[k] for k in _ANNOUNCED if k in patch})
-        _log.debug("version %s published in status (spread %.3f s over %d consumers)",
-                   patch["currentVersion"], patch["rotationSpreadSeconds"], fleet,
-                   extra={"hop": "status-patched"})  # fmt: skip
 
     async def _follow_rollout(
-        self,
-        key: tuple[str, str],
-        body: kopf.Body,
-        current: versions.Version,
-        meta: SourceMetadata,
-        consumers: Callable[[], Iterable[Consumer]],
-        conditions: Conditions,
+        self, round_: _Round, current: Version, meta: SourceMetadata
     ) -> Rollout:
         """Ask every consumer what it holds and why it fails; conditions, events, metrics."""
-        reports = await read_reports(consumers())
+        reports = await read_reports(round_.consumers())
         rollout = summarize(
             {pod: report.version for pod, report in reports.items()},
             current,
             meta.live_versions,
             {pod: report.error for pod, report in reports.items()},
         )
-        self._measure(*key, current, rollout)
-        self._report_rollout(body, rollout, current, conditions)
-        self._report_failing(body, key, rollout, conditions)
+        self._measure(*round_.key, current, rollout)
+        _report_rollout(round_, rollout, current)
+        self._report_failing(round_, rollout)
         return rollout
 
-    def _measure(
-        self, namespace: str, name: str, current: versions.Version, rollout: Rollout
-    ) -> None:
+    def _measure(self, namespace: str, name: str, current: Version, rollout: Rollout) -> None:
         if isinstance(current, int):  # an AWS version id is no number: no gauge value.
             self.metrics.current_version.labels(namespace, name).set(current)
         self.metrics.set_consumers(namespace, name, rollout.consumers, rollout.up_to_date)
 
-    def _report_rollout(
-        self, body: kopf.Body, rollout: Rollout, current: versions.Version, conditions: Conditions
-    ) -> None:
-        if not rollout.complete:
-            waiting = ", ".join(rollout.stragglers[:10])
-            more = (
-                f" and {len(rollout.stragglers) - 10} more" if len(rollout.stragglers) > 10 else ""
-            )
-            conditions.set("RolloutComplete", False, "RolloutInProgress",
-                           f"{rollout.up_to_date}/{rollout.consumers} consumers hold version "
-                           f"{current}; waiting for {waiting}{more}")  # fmt: skip
-            conditions.set("SafeToRevoke", False, "RolloutInProgress",
-                           "wait until every consumer holds the current version")  # fmt: skip
-            return
-        before = (body.get("status") or {}).get("rollout") or {}
-        conditions.set("RolloutComplete", True, "AllConsumersCurrent",
-                       f"all {rollout.consumers} consumers hold version {current}")  # fmt: skip
-        if rollout.safe_to_revoke:
-            revocable = ", ".join(str(v) for v in rollout.safe_to_revoke)
-            message = (f"no live consumer holds version(s) {revocable}: their keys can be "
-                       "revoked in the CaptchaAI dashboard")  # fmt: skip
-            conditions.set("SafeToRevoke", True, "OldVersionsUnused", message)
-            if before.get("safeToRevoke") != rollout.safe_to_revoke:
-                _normal(body, "SafeToRevoke", message)
-        else:
-            conditions.set("SafeToRevoke", False, "NothingToRevoke", "no older version in Vault")
-
-    def _report_failing(
-        self,
-        body: kopf.Body,
-        key: tuple[str, str],
-        rollout: Rollout,
-        conditions: Conditions,
-    ) -> None:
-        """Name the consumers whose agents fail, with their reasons: condition and Event.
-
-        The Warning Event is rate-limited per binding: posted when the set of failing
-        consumers or their reasons changes, at most once per ``failure_event_seconds``;
-        a change inside that window is posted when it ends, if it still holds.
-        """
+    def _report_failing(self, round_: _Round, rollout: Rollout) -> None:
+        """Name the consumers whose agents fail, with their reasons: condition and Event."""
         if not rollout.failing:
             message = f"no consumer agent reports an error ({rollout.consumers} consumers)"
-            conditions.set("ConsumersHealthy", True, "NoConsumerErrors", message)
-            if key in self._failure_events:  # keep the time: a flapping consumer stays quiet.
-                self._failure_events[key] = ((), self._failure_events[key][1])
+            round_.conditions.set(bs.CONSUMERS_HEALTHY, True, bs.NO_CONSUMER_ERRORS, message)
+            self._healthy(round_.key)
             return
-        reasons = sorted({error.reason for error in rollout.failing.values()})
-        reason = reasons[0] if len(reasons) == 1 else "ConsumerErrors"
-        named = "; ".join(
-            f"{entry['pod']}: {entry['reason']}: {_shortened(entry['message'])}"
-            for entry in rollout.failing_status()
-        )
-        more = len(rollout.failing) - len(rollout.failing_status())
-        message = (f"{len(rollout.failing)}/{rollout.consumers} consumer(s) fail: {named}"
-                   + (f" and {more} more" if more else ""))  # fmt: skip
-        conditions.set("ConsumersHealthy", False, reason, message)
+        reason, message = _failing_summary(rollout)
+        round_.conditions.set(bs.CONSUMERS_HEALTHY, False, reason, message)
+        self._warn_failing(round_, rollout, message)
+
+    def _healthy(self, key: tuple[str, str]) -> None:
+        """No consumer fails now; the last Event's time is kept, so a flapping one stays quiet."""
+        if key in self._failure_events:
+            self._failure_events[key] = ((), self._failure_events[key][1])
+
+    def _warn_failing(self, round_: _Round, rollout: Rollout, message: str) -> None:
+        """The Warning Event, rate-limited per binding.
+
+        Posted when the set of failing consumers or their reasons changes, at most once per
+        ``failure_event_seconds``; a change inside that window is posted when it ends, if
+        it still holds.
+        """
         signature = tuple(sorted((pod, e.reason) for pod, e in rollout.failing.items()))
-        last = self._failure_events.get(key)
+        last = self._failure_events.get(round_.key)
         now = time.monotonic()
         if last is None or (last[0] != signature and now - last[1] >= self.failure_event_seconds):
-            kopf.warn(body, reason="ConsumerFailing", message=message)
-            self._failure_events[key] = (signature, now)
+            kopf.warn(round_.body, reason="ConsumerFailing", message=message)
+            self._failure_events[round_.key] = (signature, now)
 
     @staticmethod
-    def _announce_transitions(
-        body: kopf.Body, before: Sequence[Mapping[str, Any]], after: Conditions
-    ) -> None:
-        """Events for what a platform team watches: Ready lost (Warning), rollout done."""
-        old = {c.get("type"): c for c in before}
-        new = {c["type"]: c for c in after.items}
-        ready, was_ready = new.get("Ready"), old.get("Ready") or {}
-        if (
-            ready
-            and ready["status"] == "False"
-            and (was_ready.get("status") != "False" or was_ready.get("reason") != ready["reason"])
-        ):
-            kopf.warn(body, reason=ready["reason"], message=ready["message"])
-        done, was_done = new.get("RolloutComplete"), old.get("RolloutComplete") or {}
-        if done and done["status"] == "True" and was_done.get("status") == "False":
-            _normal(body, "RolloutComplete", done["message"])
-
-    def _publish(
-        self,
-        body: kopf.Body,
-        spec: BindingSpec,
-        meta: SourceMetadata,
-        patch: dict[str, Any],
-        conditions: Conditions,
-    ) -> None:
+    def _publish(round_: _Round, spec: BindingSpec, meta: SourceMetadata) -> None:
+        """Publish the version consumers should hold: the pinned one, else the latest."""
         pinned = spec.ref.version
         if pinned is not None and pinned not in meta.live_versions:
             state = meta.version_states.get(pinned, "not present")
@@ -402,17 +388,16 @@ class StatusKeeper:
                 f"pinned version {pinned} is {state} in Vault (current: {meta.current_version}); "
                 "consumers keep the key they hold. Pin an existing version or remove the pin."
             )
-            conditions.set("Ready", False, "VersionUnavailable", message)
+            round_.conditions.set(bs.READY, False, bs.VERSION_UNAVAILABLE, message)
             return
         wanted = pinned or meta.current_version
-        previous = (body.get("status") or {}).get("currentVersion")
-        patch["currentVersion"] = wanted
+        previous = round_.before.current_version
+        round_.status = replace(round_.status, current_version=wanted)
         if previous != wanted:
             change = f"version {previous} -> {wanted}" if previous else f"version {wanted}"
-            where = patch.get("vaultPath") or patch.get("awsSecret")
-            _normal(body, "VersionChanged", f"{change} of {where} published")
+            _normal(round_.body, "VersionChanged", f"{change} of {round_.where} published")
         what = f"pinned version {wanted}" if pinned else f"latest version {wanted}"
-        conditions.set("Ready", True, "VersionPublished", f"consumers follow the {what}")
+        round_.conditions.set(bs.READY, True, bs.VERSION_PUBLISHED, f"consumers follow the {what}")
 
     def _client(self, spec: BindingSpec) -> KeySource:
         if isinstance(spec.ref, AwsSecretRef):
@@ -444,11 +429,76 @@ class StatusKeeper:
         return self._aws_clients[region]
 
 
-def _where(spec: BindingSpec) -> dict[str, str]:
-    """Where the key lives, for ``status``: the KV path, or the AWS secret."""
+def _located(status: BindingStatus, spec: BindingSpec) -> BindingStatus:
+    """``status`` saying where the key lives: the KV path, or the AWS secret."""
     if isinstance(spec.ref, AwsSecretRef):
-        return {"awsSecret": f"{spec.ref.region}:{spec.ref.secret_id}"}
-    return {"vaultPath": f"{spec.ref.mount}/{spec.ref.path}"}
+        return replace(status, aws_secret=f"{spec.ref.region}:{spec.ref.secret_id}")
+    return replace(status, vault_path=f"{spec.ref.mount}/{spec.ref.path}")
+
+
+def _report_rollout(round_: _Round, rollout: Rollout, current: Version) -> None:
+    """RolloutComplete, and SafeToRevoke once it is: which old versions can go."""
+    conditions = round_.conditions
+    if not rollout.complete:
+        conditions.set(
+            bs.ROLLOUT_COMPLETE, False, bs.ROLLOUT_IN_PROGRESS, _waiting(rollout, current)
+        )
+        conditions.wait_for_every_consumer()
+        return
+    message = f"all {rollout.consumers} consumers hold version {current}"
+    conditions.set(bs.ROLLOUT_COMPLETE, True, bs.ALL_CONSUMERS_CURRENT, message)
+    if not rollout.safe_to_revoke:
+        conditions.set(bs.SAFE_TO_REVOKE, False, bs.NOTHING_TO_REVOKE, "no older version in Vault")
+        return
+    revocable = ", ".join(str(v) for v in rollout.safe_to_revoke)
+    message = (
+        f"no live consumer holds version(s) {revocable}: their keys can be revoked in the "
+        "CaptchaAI dashboard"
+    )
+    conditions.set(bs.SAFE_TO_REVOKE, True, bs.OLD_VERSIONS_UNUSED, message)
+    before = round_.before.rollout.safe_to_revoke if round_.before.rollout else ()
+    if before != tuple(rollout.safe_to_revoke):
+        _normal(round_.body, "SafeToRevoke", message)
+
+
+def _waiting(rollout: Rollout, current: Version) -> str:
+    """How far the rollout is, naming the first ten consumers it waits for."""
+    waiting = ", ".join(rollout.stragglers[:10])
+    more = len(rollout.stragglers) - 10
+    return (
+        f"{rollout.up_to_date}/{rollout.consumers} consumers hold version {current}; "
+        f"waiting for {waiting}" + (f" and {more} more" if more > 0 else "")
+    )
+
+
+def _failing_summary(rollout: Rollout) -> tuple[str, str]:
+    """The reason (the one they share, else ConsumerErrors) and message for failing consumers."""
+    reasons = sorted({error.reason for error in rollout.failing.values()})
+    reason = reasons[0] if len(reasons) == 1 else bs.CONSUMER_ERRORS
+    named = rollout.failing_status()
+    listed = "; ".join(f"{c.pod}: {c.reason}: {_shortened(c.message)}" for c in named)
+    more = len(rollout.failing) - len(named)
+    message = f"{len(rollout.failing)}/{rollout.consumers} consumer(s) fail: {listed}"
+    return reason, message + (f" and {more} more" if more else "")
+
+
+def _announce_transitions(round_: _Round) -> None:
+    """Events for what a platform team watches: Ready lost (Warning), rollout done."""
+    before, after = round_.before.conditions, round_.conditions.items
+    ready = bs.find(after, bs.READY)
+    if ready is not None and _newly_false(ready, bs.find(before, bs.READY)):
+        kopf.warn(round_.body, reason=ready.reason, message=ready.message)
+    done = bs.find(after, bs.ROLLOUT_COMPLETE)
+    was_done = bs.find(before, bs.ROLLOUT_COMPLETE)
+    if done is not None and done.status == bs.TRUE and was_done and was_done.status == bs.FALSE:
+        _normal(round_.body, "RolloutComplete", done.message)
+
+
+def _newly_false(now: Condition, before: Condition | None) -> bool:
+    """False now, and it was not, or was for another reason: news worth a Warning."""
+    if now.status != bs.FALSE:
+        return False
+    return before is None or before.status != bs.FALSE or before.reason != now.reason
 
 
 def _normal(body: kopf.Body, reason: str, message: str) -> None:

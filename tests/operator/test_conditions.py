@@ -16,29 +16,24 @@ Aspects covered:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 from typing import Any
 
+from agent.contract.bindingstatus import Condition
 from agent.operator.status import Conditions, status_patch
 from tests.rig.kube import merge_patch  # RFC 7386, as the rig's API server applies it
 
 OLD = "2020-01-01T00:00:00Z"
 
 
-def condition(type_: str, status: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "type": type_,
-        "status": status,
-        "reason": "Old",
-        "message": "old message",
-        "observedGeneration": 1,
-        "lastTransitionTime": OLD,
-        **extra,
-    }
+def condition(type_: str, status: str, **extra: Any) -> Condition:
+    old = Condition(type_, status, "Old", "old message", 1, OLD)
+    return dataclasses.replace(old, **extra)
 
 
-def by_type(conditions: Conditions, type_: str) -> dict[str, Any]:
-    (found,) = [c for c in conditions.items if c["type"] == type_]
+def by_type(conditions: Conditions, type_: str) -> Condition:
+    (found,) = [c for c in conditions.items if c.type == type_]
     return found
 
 
@@ -48,15 +43,16 @@ def test_new_condition_is_added_with_every_field() -> None:
     conditions.set("Ready", True, "KeyPublished", "version 2 is current")
     after = datetime.datetime.now(datetime.UTC)
     (ready,) = conditions.items
-    assert ready == {
-        "type": "Ready",
-        "status": "True",
-        "reason": "KeyPublished",
-        "message": "version 2 is current",
-        "observedGeneration": 3,
-        "lastTransitionTime": ready["lastTransitionTime"],
-    }
-    stamp = datetime.datetime.strptime(ready["lastTransitionTime"], "%Y-%m-%dT%H:%M:%SZ")
+    assert ready == Condition(
+        type="Ready",
+        status="True",
+        reason="KeyPublished",
+        message="version 2 is current",
+        observed_generation=3,
+        last_transition_time=ready.last_transition_time,
+    )
+    assert ready.last_transition_time is not None
+    stamp = datetime.datetime.strptime(ready.last_transition_time, "%Y-%m-%dT%H:%M:%SZ")
     assert before <= stamp.replace(tzinfo=datetime.UTC) <= after
 
 
@@ -64,29 +60,28 @@ def test_same_status_keeps_the_transition_time_and_updates_the_rest() -> None:
     conditions = Conditions([condition("Ready", "True")], generation=2)
     conditions.set("Ready", True, "KeyPublished", "version 3 is current")
     ready = by_type(conditions, "Ready")
-    assert ready["lastTransitionTime"] == OLD
-    assert (ready["reason"], ready["message"]) == ("KeyPublished", "version 3 is current")
-    assert ready["observedGeneration"] == 2
+    assert ready.last_transition_time == OLD
+    assert (ready.reason, ready.message) == ("KeyPublished", "version 3 is current")
+    assert ready.observed_generation == 2
 
 
 def test_flipped_status_moves_the_transition_time() -> None:
     conditions = Conditions([condition("Ready", "True")], generation=1)
     conditions.set("Ready", False, "VaultUnavailable", "connection refused")
     ready = by_type(conditions, "Ready")
-    assert ready["status"] == "False"
-    assert ready["lastTransitionTime"] != OLD
-    assert ready["lastTransitionTime"] == conditions.now
+    assert ready.status == "False"
+    assert ready.last_transition_time != OLD
+    assert ready.last_transition_time == conditions.now
     # and back again: moves once more (to this round's time, not the old one)
     conditions.set("Ready", True, "KeyPublished", "ok")
-    assert by_type(conditions, "Ready")["lastTransitionTime"] == conditions.now
+    assert by_type(conditions, "Ready").last_transition_time == conditions.now
 
 
 def test_condition_without_a_transition_time_gets_one() -> None:
-    previous = condition("Ready", "True")
-    del previous["lastTransitionTime"]
+    previous = condition("Ready", "True", last_transition_time=None)
     conditions = Conditions([previous], generation=1)
     conditions.set("Ready", True, "KeyPublished", "ok")
-    assert by_type(conditions, "Ready")["lastTransitionTime"] == conditions.now
+    assert by_type(conditions, "Ready").last_transition_time == conditions.now
 
 
 def test_set_replaces_a_type_and_keeps_the_others() -> None:
@@ -96,8 +91,8 @@ def test_set_replaces_a_type_and_keeps_the_others() -> None:
     conditions.set("VaultReachable", False, "PermissionDenied", "403 on metadata")
     conditions.set("VaultReachable", False, "PermissionDenied", "403 again")
     conditions.set("Ready", False, "PermissionDenied", "403 again")
-    assert sorted(c["type"] for c in conditions.items) == ["Ready", "VaultReachable"]
-    assert by_type(conditions, "VaultReachable")["message"] == "403 again"
+    assert sorted(c.type for c in conditions.items) == ["Ready", "VaultReachable"]
+    assert by_type(conditions, "VaultReachable").message == "403 again"
     assert current == snapshot  # the body's conditions are not mutated
 
 
@@ -109,13 +104,13 @@ def test_untouched_condition_is_kept_as_it_was() -> None:
 
 
 def test_observed_generation_is_recorded() -> None:
-    conditions = Conditions([condition("Ready", "True", observedGeneration=1)], generation=7)
+    conditions = Conditions([condition("Ready", "True", observed_generation=1)], generation=7)
     conditions.set("Ready", True, "KeyPublished", "ok")
-    assert by_type(conditions, "Ready")["observedGeneration"] == 7
+    assert by_type(conditions, "Ready").observed_generation == 7
     assert conditions.generation == 7
     unknown = Conditions([], generation=None)
     unknown.set("Ready", False, "InvalidBinding", "bad")
-    assert unknown.items[0]["observedGeneration"] is None
+    assert unknown.items[0].observed_generation is None
 
 
 def test_status_patch_deletes_what_a_stale_view_does_not_show() -> None:
