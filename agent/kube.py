@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import kubernetes
@@ -25,7 +25,11 @@ __all__ = ["KubeApi"]
 class KubeApi:
     """Thin async facade over ``kubernetes.client`` for the operator's own calls."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient):
+    def __init__(
+        self, api_client: kubernetes.client.ApiClient, *, request_timeout: float | None = None
+    ):
+        # Without one, a call to an API server that accepts but never answers waits forever.
+        self._options = {"_request_timeout": request_timeout} if request_timeout else {}
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
         self._core = kubernetes.client.CoreV1Api(api_client)
         self._admission = kubernetes.client.AdmissionregistrationV1Api(api_client)
@@ -45,9 +49,13 @@ class KubeApi:
             kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
         return cls(kubernetes.client.ApiClient())
 
+    async def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``method`` of the official client in a worker thread, with the request timeout."""
+        return await asyncio.to_thread(method, *args, **self._options, **kwargs)
+
     async def get_binding(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            body = await asyncio.to_thread(
+            body = await self._call(
                 self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name
             )
         except ApiException as exc:
@@ -57,29 +65,29 @@ class KubeApi:
         return cast(dict[str, Any], body)
 
     async def list_bindings(self, namespace: str) -> list[dict[str, Any]]:
-        listing = await asyncio.to_thread(
+        listing = await self._call(
             self._custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL
         )
         return list(cast(dict[str, Any], listing).get("items") or [])
 
     async def patch_binding(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         binding = (GROUP, VERSION, namespace, PLURAL, name)
-        await asyncio.to_thread(self._custom.patch_namespaced_custom_object, *binding, dict(patch))
+        await self._call(self._custom.patch_namespaced_custom_object, *binding, dict(patch))
 
     async def patch_binding_status(
         self, namespace: str, name: str, status: Mapping[str, Any]
     ) -> None:
         binding = (GROUP, VERSION, namespace, PLURAL, name)
         body = {"status": dict(status)}
-        await asyncio.to_thread(self._custom.patch_namespaced_custom_object_status, *binding, body)
+        await self._call(self._custom.patch_namespaced_custom_object_status, *binding, body)
 
     async def server_version(self) -> tuple[int, int]:
-        info = await asyncio.to_thread(self._version.get_code)
+        info = await self._call(self._version.get_code)
         return int(info.major), int("".join(ch for ch in info.minor if ch.isdigit()) or 0)
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
         try:
-            secret = await asyncio.to_thread(self._core.read_namespaced_secret, name, namespace)
+            secret = await self._call(self._core.read_namespaced_secret, name, namespace)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -94,7 +102,7 @@ class KubeApi:
             data={k: base64.b64encode(v).decode() for k, v in data.items()},
         )
         try:
-            await asyncio.to_thread(self._core.create_namespaced_secret, namespace, body)
+            await self._call(self._core.create_namespaced_secret, namespace, body)
         except ApiException as exc:
             if exc.status == 409:
                 return False
@@ -112,7 +120,7 @@ class KubeApi:
         }
         # A JSON merge patch: exact for a map on any API server (the client's default
         # strategic merge is Kubernetes-specific and means the same here).
-        await asyncio.to_thread(
+        await self._call(
             self._core.patch_namespaced_secret,
             name,
             namespace,
@@ -142,11 +150,11 @@ class KubeApi:
             ),
         ]
         for read, patch, name in configurations:
-            current = await asyncio.to_thread(read, name)
+            current = await self._call(read, name)
             ops: list[dict[str, str]] = []
             for index, hook in enumerate(getattr(current, "webhooks", None) or []):
                 ops.append({"op": "test", "path": f"/webhooks/{index}/name", "value": hook.name})
                 path = f"/webhooks/{index}/clientConfig/caBundle"
                 ops.append({"op": "add", "path": path, "value": bundle})
             if ops:
-                await asyncio.to_thread(patch, name, ops)
+                await self._call(patch, name, ops)

@@ -37,10 +37,13 @@ from kubernetes.client.exceptions import ApiException
 
 from agent import versions
 from agent.binding.model import BindingSpec
+from agent.contract import bindingstatus
+from agent.contract.bindingstatus import BindingStatus, RolloutStatus
 from agent.kube import KubeApi
 from agent.vault import SecretRef, VaultClient
 
 __all__ = [
+    "DEFAULT_REQUEST_TIMEOUT",
     "Cluster",
     "RotateError",
     "RotationResult",
@@ -58,6 +61,10 @@ class RotateError(Exception):
     """An ordinary mistake or outage, said in one line (no traceback for these)."""
 
 
+#: Seconds to wait for each answer of the Kubernetes API (kubectl's ``--request-timeout``).
+DEFAULT_REQUEST_TIMEOUT = 30.0
+
+
 @dataclass(frozen=True)
 class Cluster:
     """The API as kubectl would reach it, and the namespace kubectl would use."""
@@ -66,42 +73,60 @@ class Cluster:
     host: str
     namespace: str
     source: str  # where the credentials came from, for messages.
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
 
 
-def connect(kubeconfig: str | None = None, context: str | None = None) -> Cluster:
-    """Reach the cluster as kubectl does; a missing or bad kubeconfig is a RotateError."""
+def connect(
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    *,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+) -> Cluster:
+    """Reach the cluster as kubectl does; a missing or bad kubeconfig is a RotateError.
+
+    Each API request is tried once and given up after ``request_timeout`` seconds, so a
+    dead or hung API server is an error in bounded time, never a wait without end.
+    """
     default_file = Path.home() / ".kube" / "config"
     if kubeconfig is None and not os.environ.get("KUBECONFIG") and not default_file.exists():
         if os.environ.get("KUBERNETES_SERVICE_HOST") and context is None:
-            return _in_cluster()
+            return _in_cluster(request_timeout)
         raise RotateError(
             f"no kubeconfig: KUBECONFIG is unset and {default_file} does not exist; "
             "pass --kubeconfig FILE (and --context NAME) as for kubectl"
         )
     source = kubeconfig or os.environ.get("KUBECONFIG") or str(default_file)
     try:
-        contexts, active = kubernetes.config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig
-        )
-        names = [c["name"] for c in contexts]
-        chosen = context or (active or {}).get("name")
-        if chosen not in names:
-            raise RotateError(
-                f"no context {chosen!r} in the kubeconfig {source} (it has: "
-                f"{', '.join(names) or 'none'}); pick one with --context"
-            )
-        api_client = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig, context=chosen
-        )
+        return _from_kubeconfig(kubeconfig, context, source, request_timeout)
     except (kubernetes.config.ConfigException, OSError, ValueError, TypeError) as exc:
         raise RotateError(f"cannot use the kubeconfig {source}: {_one_line(exc)}") from None
-    namespace = next(c for c in contexts if c["name"] == chosen)["context"].get("namespace")
-    host = str(api_client.configuration.host)
-    return Cluster(KubeApi(api_client), host, namespace or "default", f"context {chosen!r}")
 
 
-def _in_cluster() -> Cluster:
-    configuration = kubernetes.client.Configuration()
+def _from_kubeconfig(
+    kubeconfig: str | None, context: str | None, source: str, request_timeout: float
+) -> Cluster:
+    """The context asked for (else the current one) of the kubeconfig, and its namespace."""
+    contexts, active = kubernetes.config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+        config_file=kubeconfig
+    )
+    chosen = context or (active or {}).get("name")
+    found = next((c for c in contexts if c["name"] == chosen), None)
+    if found is None:
+        names = ", ".join(c["name"] for c in contexts) or "none"
+        raise RotateError(
+            f"no context {chosen!r} in the kubeconfig {source} (it has: {names}); "
+            "pick one with --context"
+        )
+    configuration = _configuration()
+    kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=kubeconfig, context=chosen, client_configuration=configuration
+    )
+    namespace = found["context"].get("namespace") or "default"
+    return _cluster(configuration, namespace, f"context {chosen!r}", request_timeout)
+
+
+def _in_cluster(request_timeout: float) -> Cluster:
+    configuration = _configuration()
     try:
         kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
             client_configuration=configuration
@@ -109,8 +134,24 @@ def _in_cluster() -> Cluster:
         namespace = _SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
     except (kubernetes.config.ConfigException, OSError) as exc:
         raise RotateError(f"cannot use this pod's service account: {_one_line(exc)}") from None
-    api = KubeApi(kubernetes.client.ApiClient(configuration))
-    return Cluster(api, str(configuration.host), namespace, "the pod's service account")
+    return _cluster(configuration, namespace, "the pod's service account", request_timeout)
+
+
+def _configuration() -> kubernetes.client.Configuration:
+    """The client's settings, before credentials: no silent retries, so timeouts add up to one."""
+    configuration = kubernetes.client.Configuration()
+    configuration.retries = 0
+    return configuration
+
+
+def _cluster(
+    configuration: kubernetes.client.Configuration,
+    namespace: str,
+    source: str,
+    request_timeout: float,
+) -> Cluster:
+    api = KubeApi(kubernetes.client.ApiClient(configuration), request_timeout=request_timeout)
+    return Cluster(api, str(configuration.host), namespace, source, request_timeout)
 
 
 def vault_token(home: Path | None = None) -> str | None:
@@ -123,23 +164,36 @@ def vault_token(home: Path | None = None) -> str | None:
     return None
 
 
+_API_HINTS = {
+    401: "; log in again (your credentials were refused)",
+    403: "; ask for get/patch on captchakeybindings in that namespace",
+}
+
+
 @contextlib.contextmanager
 def api_errors(cluster: Cluster) -> Iterator[None]:
     """Turn what the API client raises into one line that says what went wrong and where."""
     try:
         yield
     except urllib3.exceptions.HTTPError as exc:
-        reason = _one_line(getattr(exc, "reason", None) or exc)
+        reason = getattr(exc, "reason", None) or exc
+        detail = _one_line(reason)
+        if _timed_out_waiting(reason):
+            detail = f"no answer within {cluster.request_timeout:g} s"
         raise RotateError(
-            f"cannot reach the Kubernetes API at {cluster.host} ({cluster.source}): {reason}"
+            f"cannot reach the Kubernetes API at {cluster.host} ({cluster.source}): {detail}"
         ) from None
     except ApiException as exc:
-        hint = {401: "; log in again (your credentials were refused)",
-                403: "; ask for get/patch on captchakeybindings in that namespace"}  # fmt: skip
         raise RotateError(
             f"the Kubernetes API at {cluster.host} answered {exc.status} {exc.reason}: "
-            f"{_api_message(exc)}{hint.get(exc.status or 0, '')}"
+            f"{_api_message(exc)}{_API_HINTS.get(exc.status or 0, '')}"
         ) from None
+
+
+def _timed_out_waiting(reason: object) -> bool:
+    """A timeout, not a refused connection (which urllib3 counts among its timeouts)."""
+    timeout = isinstance(reason, urllib3.exceptions.TimeoutError)
+    return timeout and not isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 def _api_message(exc: ApiException) -> str:
@@ -176,10 +230,8 @@ async def find_binding(
         if binding is None:
             raise LookupError(f"no CaptchaKeyBinding {name!r} in namespace {namespace!r}")
         return binding
-    matches = [
-        b for b in await kube.list_bindings(namespace)
-        if (b.get("spec") or {}).get("environment") == environment
-    ]  # fmt: skip
+    bindings = await kube.list_bindings(namespace)
+    matches = [b for b in bindings if (b.get("spec") or {}).get("environment") == environment]
     if len(matches) != 1:
         names = ", ".join(b["metadata"]["name"] for b in matches) or "none"
         raise LookupError(
@@ -200,34 +252,23 @@ async def rotate(
     out: TextIO | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> RotationResult:
+    """Store ``new_key`` (if given), request a rotation, and follow it until it is done."""
     out = out or sys.stdout  # looked up now: whatever stdout is when the rotation runs.
     namespace, name = binding["metadata"]["namespace"], binding["metadata"]["name"]
     spec = BindingSpec.from_body(binding)
-    before = (binding.get("status") or {}).get("currentVersion")
-    target: int | None = None
-    if new_key is not None:
-        if vault is None:
-            raise ValueError("a Vault client is needed to store the new key")
-        if not isinstance(spec.ref, SecretRef):
-            raise LookupError(
-                f"CaptchaKeyBinding {name!r} reads AWS Secrets Manager: store the new key with "
-                f"your own identity (aws secretsmanager put-secret-value --secret-id "
-                f"{spec.ref.secret_id} --secret-string file:///dev/stdin), then run "
-                "captchakey rotate without --new-key-stdin"
-            )
-        # The agents' own key rules (agent.keyrules), checked before anything is stored.
-        target = await asyncio.to_thread(vault.write_key, spec.ref, new_key, spec.key_rules)
-        print(f"stored a new key at {spec.ref.mount}/{spec.ref.path} as version {target}", file=out)
+    before = bindingstatus.parse(binding.get("status")).current_version
+    target = await _store(spec, name, new_key, vault, out) if new_key is not None else None
     request = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
     await kube.patch_binding(namespace, name, {"spec": {"rotation": {"requestedAt": request}}})
     print(f"rotation requested on {namespace}/{name} (was version {before})", file=out)
+    wanted = _Wanted(request, target, before)
     progress = _Progress(out)
     deadline = clock() + wait_seconds
-    status: Mapping[str, Any] = {}
+    status = BindingStatus()
     while clock() < deadline:
         current = await kube.get_binding(namespace, name)
-        status = (current or {}).get("status") or {}
-        result = _settled(status, request, target, before)
+        status = bindingstatus.parse((current or {}).get("status"))
+        result = wanted.settled(status)
         progress.show(status)
         if result is not None:
             progress.done()
@@ -235,40 +276,72 @@ async def rotate(
             return result
         await asyncio.sleep(poll)
     progress.done()
-    stragglers = list((status.get("rollout") or {}).get("stragglers") or [])
-    message = (
-        f"timed out after {wait_seconds:.0f}s: "
-        + (f"stragglers: {', '.join(stragglers)}" if stragglers else "the operator has not "
-           "published the new version (is it running? kubectl describe ckb)")
-    )  # fmt: skip
-    print(message, file=out)
-    return RotationResult(False, status.get("currentVersion"), [], stragglers, message)
+    result = _timed_out(status, wait_seconds)
+    print(result.message, file=out)
+    return result
 
 
-def _settled(
-    status: Mapping[str, Any], request: str, target: int | None, before: int | None
-) -> RotationResult | None:
-    if status.get("lastRotationRequest") != request:
-        return None  # the operator has not handled this request yet.
-    version = versions.parse(status.get("currentVersion"))
-    if version is None or (target is not None and not versions.is_current(version, target)):
-        return None
-    rollout = status.get("rollout") or {}
-    if rollout.get("upToDate") != rollout.get("consumers"):
-        return None
-    revocable = [v for v in rollout.get("safeToRevoke") or [] if versions.is_older(v, version)]
-    replaced = before is not None and versions.is_older(before, version)
-    if replaced and before not in revocable:
-        return None
-    if replaced:
-        message = (
-            f"all {rollout.get('consumers', 0)} consumers hold version {version}; "
-            f"version {before} is safe to revoke in the CaptchaAI dashboard"
+async def _store(
+    spec: BindingSpec, name: str, new_key: str, vault: VaultClient | None, out: TextIO
+) -> int:
+    """Store the new key in Vault with the engineer's identity; its new version."""
+    if vault is None:
+        raise ValueError("a Vault client is needed to store the new key")
+    if not isinstance(spec.ref, SecretRef):
+        raise LookupError(
+            f"CaptchaKeyBinding {name!r} reads AWS Secrets Manager: store the new key with "
+            "your own identity (aws secretsmanager put-secret-value --secret-id "
+            f"{spec.ref.secret_id} --secret-string file:///dev/stdin), then run "
+            "captchakey rotate without --new-key-stdin"
         )
+    # The agents' own key rules (agent.keyrules), checked before anything is stored.
+    target = await asyncio.to_thread(vault.write_key, spec.ref, new_key, spec.key_rules)
+    print(f"stored a new key at {spec.ref.mount}/{spec.ref.path} as version {target}", file=out)
+    return target
+
+
+def _timed_out(status: BindingStatus, wait_seconds: float) -> RotationResult:
+    stragglers = list(status.rollout.stragglers) if status.rollout else []
+    if stragglers:
+        waiting = f"stragglers: {', '.join(stragglers)}"
     else:
-        consumers = rollout.get("consumers", 0)
-        message = f"all {consumers} consumers hold version {version}; nothing new to revoke"
-    return RotationResult(True, version, revocable, [], message)
+        waiting = (
+            "the operator has not published the new version (is it running? kubectl describe ckb)"
+        )
+    message = f"timed out after {wait_seconds:.0f}s: {waiting}"
+    return RotationResult(False, status.current_version, [], stragglers, message)
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """What a finished rotation looks like in the binding's status."""
+
+    request: str  # the spec.rotation.requestedAt this rotation set.
+    target: int | None  # the version stored for it, if any.
+    before: versions.Version | None  # the version current when it began.
+
+    def settled(self, status: BindingStatus) -> RotationResult | None:
+        """The result, once every consumer holds the new version and the old one may go."""
+        version, rollout = self._published(status), status.rollout
+        if version is None or rollout is None or not rollout.complete:
+            return None
+        revocable = [v for v in rollout.safe_to_revoke if versions.is_older(v, version)]
+        held = f"all {rollout.consumers} consumers hold version {version}"
+        if self.before is None or not versions.is_older(self.before, version):
+            return RotationResult(True, version, revocable, [], f"{held}; nothing new to revoke")
+        if self.before not in revocable:
+            return None  # some consumer may still hold the replaced version.
+        message = f"{held}; version {self.before} is safe to revoke in the CaptchaAI dashboard"
+        return RotationResult(True, version, revocable, [], message)
+
+    def _published(self, status: BindingStatus) -> versions.Version | None:
+        """The version the operator published for this request (``None``: not yet)."""
+        if status.last_rotation_request != self.request:
+            return None  # the operator has not handled this request yet.
+        version = status.current_version
+        if version is None or self.target is None:
+            return version
+        return version if versions.is_current(version, self.target) else None
 
 
 class _Progress:
@@ -279,10 +352,10 @@ class _Progress:
         self.tty = out.isatty()
         self.last = ""
 
-    def show(self, status: Mapping[str, Any]) -> None:
-        rollout = status.get("rollout") or {}
-        total, ready = int(rollout.get("consumers") or 0), int(rollout.get("upToDate") or 0)
-        line = f"version {status.get('currentVersion')}: {ready}/{total} consumers up to date"
+    def show(self, status: BindingStatus) -> None:
+        rollout = status.rollout or RolloutStatus()
+        total, ready = rollout.consumers, rollout.up_to_date
+        line = f"version {status.current_version}: {ready}/{total} consumers up to date"
         if self.tty:
             filled = int(20 * ready / total) if total else 20
             self.out.write(f"\r[{'#' * filled}{'.' * (20 - filled)}] {line}\x1b[K")
