@@ -26,7 +26,13 @@ from agent import versions
 from agent.contract import agentstatus
 from agent.contract.agentstatus import LastError
 from agent.contract.bindingstatus import FailingConsumer, RolloutStatus
-from agent.contract.pod import AGENT_CONTAINER, AGENT_PORT, ANNOTATION_BINDING, INJECT_LABEL
+from agent.contract.pod import (
+    AGENT_CONTAINER,
+    AGENT_PORT,
+    AGENT_PORT_NAME,
+    ANNOTATION_BINDING,
+    INJECT_LABEL,
+)
 from agent.versions import Version
 
 __all__ = [
@@ -87,7 +93,7 @@ def _agent_port(pod: Mapping[str, Any]) -> int:
     """The port the injected agent declares: the one the webhook chose, else the default."""
     for container in (pod.get("spec") or {}).get("initContainers") or []:
         if container.get("name") == AGENT_CONTAINER:
-            named = [p for p in container.get("ports") or [] if p.get("name") == "ckb-agent"]
+            named = [p for p in container.get("ports") or [] if p.get("name") == AGENT_PORT_NAME]
             if named:
                 return int(named[0]["containerPort"])
     return AGENT_PORT
