@@ -11,6 +11,8 @@ action and the role, never a credential or the key.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from agent.contract import agentstatus
 from agent.vault.errors import (
     AuthenticationError,
@@ -40,7 +42,17 @@ class AwsError(VaultError):
     reason = agentstatus.AWS_ERROR
 
     def __init__(self, message: str):
+        # Not the Vault classes' constructors (an address, a path): the message is whole.
         Exception.__init__(self, message)
+
+
+class _Described(AwsError):
+    """An AWS error said by its class's ``template``, filled in from the fields raised with."""
+
+    template: ClassVar[str]
+
+    def __init__(self, **fields: str):
+        super().__init__(self.template.format(**fields))
 
 
 class AwsUnavailableError(AwsError, VaultUnavailableError):
@@ -54,81 +66,68 @@ class AwsUnavailableError(AwsError, VaultUnavailableError):
             what = f"AWS {service} in {region} is throttling requests ({detail})"
         else:
             what = f"AWS {service} in {region} is unavailable ({detail})"
-        AwsError.__init__(
-            self,
+        super().__init__(
             f"{what}; retrying with exponential backoff and jitter, the last good key stays "
             "in place. Check the network path to the regional endpoint (or its VPC endpoint).",
         )
 
 
-class AwsLoginError(AwsError, AuthenticationError):
+class AwsLoginError(_Described, AuthenticationError):
     """STS refused to exchange the pod's token for the role (trust policy, audience)."""
 
     reason = agentstatus.LOGIN_REFUSED
-
-    def __init__(self, role_arn: str, detail: str):
-        AwsError.__init__(
-            self,
-            f"STS refused AssumeRoleWithWebIdentity for role {role_arn} ({detail}): check the "
-            "role's trust policy (the cluster's OIDC provider as Federated principal, "
-            "the audience in :aud, system:serviceaccount:NAMESPACE:NAME in :sub) and that "
-            f"the token's audience matches spec.aws.audience (see {_DOC}).",
-        )
+    template = (
+        "STS refused AssumeRoleWithWebIdentity for role {role_arn} ({detail}): check the "
+        "role's trust policy (the cluster's OIDC provider as Federated principal, the "
+        "audience in :aud, system:serviceaccount:NAMESPACE:NAME in :sub) and that the "
+        f"token's audience matches spec.aws.audience (see {_DOC})."
+    )
 
 
-class AwsNoCredentialsError(AwsError, AuthenticationError):
+class AwsNoCredentialsError(_Described, AuthenticationError):
     """No AWS identity at all where the SDK looks (the operator without IRSA, say)."""
 
     reason = agentstatus.LOGIN_REFUSED
-
-    def __init__(self, who: str):
-        AwsError.__init__(
-            self,
-            f"no AWS credentials found for {who}: on EKS, annotate its service account with "
-            "eks.amazonaws.com/role-arn (IRSA) or use EKS Pod Identity; elsewhere, an instance "
-            f"role or AWS_* environment variables (see {_DOC}).",
-        )
+    template = (
+        "no AWS credentials found for {who}: on EKS, annotate its service account with "
+        "eks.amazonaws.com/role-arn (IRSA) or use EKS Pod Identity; elsewhere, an instance "
+        f"role or AWS_* environment variables (see {_DOC})."
+    )
 
 
-class AwsAccessDeniedError(AwsError, PermissionDeniedError):
+class AwsAccessDeniedError(_Described, PermissionDeniedError):
     """The identity is known, but its IAM policy does not allow this action on the secret."""
 
     reason = agentstatus.AWS_FORBIDDEN
+    template = (
+        "AccessDeniedException from AWS: {identity} may not {action} on secret "
+        '"{secret_id}". Allow it in the role\'s policy: {{"Effect": "Allow", '
+        '"Action": "{action}", "Resource": "<the secret ARN>"}} (and kms:Decrypt on '
+        f"its key if it uses a customer-managed KMS key; see {_DOC})."
+    )
 
-    def __init__(self, secret_id: str, action: str, identity: str):
-        self.path = secret_id
-        AwsError.__init__(
-            self,
-            f"AccessDeniedException from AWS: {identity} may not {action} on secret "
-            f'"{secret_id}". Allow it in the role\'s policy: {{"Effect": "Allow", '
-            f'"Action": "{action}", "Resource": "<the secret ARN>"}} (and kms:Decrypt on '
-            f"its key if it uses a customer-managed KMS key; see {_DOC}).",
-        )
+    def __init__(self, *, secret_id: str, action: str, identity: str):
+        self.path = secret_id  # where the refresher looks for the denied path.
+        super().__init__(secret_id=secret_id, action=action, identity=identity)
 
 
-class AwsSecretNotFoundError(AwsError, SecretNotFoundError):
+class AwsSecretNotFoundError(_Described, SecretNotFoundError):
     """No such secret in that region (a typo, the wrong region, or it was deleted)."""
 
     reason = agentstatus.SECRET_NOT_FOUND
-
-    def __init__(self, secret_id: str, region: str, detail: str):
-        AwsError.__init__(
-            self,
-            f'no secret "{secret_id}" in AWS Secrets Manager in {region} ({detail}): check '
-            "spec.aws.secretId and spec.aws.region, or create it: aws secretsmanager "
-            f"create-secret --region {region} --name {secret_id} --secret-string ...",
-        )
+    template = (
+        'no secret "{secret_id}" in AWS Secrets Manager in {region} ({detail}): check '
+        "spec.aws.secretId and spec.aws.region, or create it: aws secretsmanager "
+        "create-secret --region {region} --name {secret_id} --secret-string ..."
+    )
 
 
-class AwsVersionUnavailableError(AwsError, VersionUnavailableError):
+class AwsVersionUnavailableError(_Described, VersionUnavailableError):
     """The pinned version id or the followed staging label is not on any version."""
 
     reason = agentstatus.VERSION_UNAVAILABLE
-
-    def __init__(self, secret_id: str, wanted: str):
-        AwsError.__init__(
-            self,
-            f'secret "{secret_id}" has no version {wanted}: pin an existing version id, or '
-            "follow a staging label that is attached (AWSCURRENT). Consumers keep the key "
-            "they hold.",
-        )
+    template = (
+        'secret "{secret_id}" has no version {wanted}: pin an existing version id, or '
+        "follow a staging label that is attached (AWSCURRENT). Consumers keep the key "
+        "they hold."
+    )

@@ -156,7 +156,9 @@ class SecretsManagerSource:
         }
         current = next((v for v, labels in stages.items() if ref.stage in labels), None)
         if current is None:
-            raise AwsVersionUnavailableError(ref.secret_id, f"with label {ref.stage}")
+            raise AwsVersionUnavailableError(
+                secret_id=ref.secret_id, wanted=f"with label {ref.stage}"
+            )
         live = frozenset(v for v, labels in stages.items() if labels)
         return AwsSecretMetadata(
             current_version=current,
@@ -174,7 +176,7 @@ class SecretsManagerSource:
         except botocore.exceptions.ClientError as exc:
             raise self._translate(exc, operation, ref) from None
         except botocore.exceptions.NoCredentialsError:
-            raise AwsNoCredentialsError(self.who) from None
+            raise AwsNoCredentialsError(who=self.who) from None
         except botocore.exceptions.BotoCoreError as exc:
             raise AwsUnavailableError("Secrets Manager", self.region, type(exc).__name__) from None
         return response
@@ -185,11 +187,15 @@ class SecretsManagerSource:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if code in ("AccessDeniedException", "AccessDenied") or status == 403:
-            return AwsAccessDeniedError(ref.secret_id, _ACTIONS[operation], self.who)
+            return AwsAccessDeniedError(
+                secret_id=ref.secret_id, action=_ACTIONS[operation], identity=self.who
+            )
         if code == "ResourceNotFoundException" and ref.version and operation == "GetSecretValue":
-            return AwsVersionUnavailableError(ref.secret_id, f"with id {ref.version}")
+            return AwsVersionUnavailableError(
+                secret_id=ref.secret_id, wanted=f"with id {ref.version}"
+            )
         if code == "ResourceNotFoundException":
-            return AwsSecretNotFoundError(ref.secret_id, self.region, code)
+            return AwsSecretNotFoundError(secret_id=ref.secret_id, region=self.region, detail=code)
         if code in _THROTTLING or code in _SERVER_FAULTS:
             throttled = code in _THROTTLING
             return AwsUnavailableError("Secrets Manager", self.region, code, throttled=throttled)
@@ -247,7 +253,7 @@ class SecretsManagerSource:
                 raise AwsUnavailableError(
                     "STS", self.region, code, throttled=code in _THROTTLING
                 ) from None
-            raise AwsLoginError(identity.role_arn, code or "refused") from None
+            raise AwsLoginError(role_arn=identity.role_arn, detail=code or "refused") from None
         except botocore.exceptions.BotoCoreError as exc:
             raise AwsUnavailableError("STS", self.region, type(exc).__name__) from None
         self.logins += 1
@@ -264,12 +270,15 @@ def _read_token(identity: WebIdentity) -> str:
         token = identity.token_file.read_text().strip()
     except OSError as exc:
         raise AwsLoginError(
-            identity.role_arn,
-            f"cannot read the service-account token at {identity.token_file}: {exc.strerror}; "
-            "in a pod, check that the binding has spec.source: aws so the webhook mounts it",
+            role_arn=identity.role_arn,
+            detail=f"cannot read the service-account token at {identity.token_file}: "
+            f"{exc.strerror}; in a pod, check that the binding has spec.source: aws so the "
+            "webhook mounts it",
         ) from None
     if not token:
-        raise AwsLoginError(identity.role_arn, f"the token at {identity.token_file} is empty")
+        raise AwsLoginError(
+            role_arn=identity.role_arn, detail=f"the token at {identity.token_file} is empty"
+        )
     return token
 
 

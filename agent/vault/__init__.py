@@ -4,6 +4,7 @@ Public surface: :class:`VaultClient` with :class:`SecretRef` / :class:`KeyVersio
 :class:`SecretMetadata`, the auth methods, and the :mod:`~agent.vault.errors` family.
 """
 
+from agent.vault import errors
 from agent.vault.auth import (
     DEFAULT_TOKEN_FILE,
     AppRoleAuth,
@@ -14,42 +15,20 @@ from agent.vault.auth import (
     auth_from_settings,
 )
 from agent.vault.client import KeyVersion, SecretMetadata, SecretRef, VaultClient, VaultObserver
-from agent.vault.errors import (
-    AuthenticationError,
-    EmptyKeyError,
-    FieldMissingError,
-    KvVersionOneError,
-    PermissionDeniedError,
-    SecretNotFoundError,
-    VaultError,
-    VaultSealedError,
-    VaultTLSError,
-    VaultUnavailableError,
-    VersionUnavailableError,
-)
+from agent.vault.errors import *  # noqa: F403  (the whole family: errors.__all__ says which)
 
 __all__ = [
     "DEFAULT_TOKEN_FILE",
     "AppRoleAuth",
     "Auth",
-    "AuthenticationError",
-    "EmptyKeyError",
-    "FieldMissingError",
     "JwtAuth",
     "KeyVersion",
     "KubernetesAuth",
-    "KvVersionOneError",
-    "PermissionDeniedError",
     "SecretMetadata",
-    "SecretNotFoundError",
     "SecretRef",
     "TokenAuth",
     "VaultClient",
-    "VaultError",
     "VaultObserver",
-    "VaultSealedError",
-    "VaultTLSError",
-    "VaultUnavailableError",
-    "VersionUnavailableError",
     "auth_from_settings",
 ]
+__all__ += errors.__all__

@@ -15,6 +15,7 @@ without restarting anyone.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from agent.contract import agentstatus
 
@@ -42,42 +43,44 @@ class VaultError(Exception):
     reason: str = agentstatus.VAULT_ERROR
 
 
-class VaultUnavailableError(VaultError):
+class _AtAddress(VaultError):
+    """A failure to talk to the Vault at an address: the message is the class's ``template``."""
+
+    template: ClassVar[str]
+
+    def __init__(self, addr: str, detail: str = ""):
+        super().__init__(self.template.format(addr=addr, detail=detail))
+
+
+class VaultUnavailableError(_AtAddress):
     """Vault cannot answer now (unreachable, sealed, 5xx, rate-limited): retry later."""
 
     reason = agentstatus.VAULT_UNREACHABLE
-
-    def __init__(self, addr: str, detail: str):
-        super().__init__(
-            f"Vault at {addr} is unavailable ({detail}); retrying with backoff. Check the "
-            "address, the network path and that Vault is unsealed (`vault status`)."
-        )
+    template = (
+        "Vault at {addr} is unavailable ({detail}); retrying with backoff. Check the address, "
+        "the network path and that Vault is unsealed (`vault status`)."
+    )
 
 
 class VaultSealedError(VaultUnavailableError):
     """Vault answers, but is sealed: nothing can be read until an operator unseals it."""
 
     reason = agentstatus.VAULT_SEALED
-
-    def __init__(self, addr: str):  # the parent's message says "unavailable": not used.
-        VaultError.__init__(
-            self,
-            f"Vault at {addr} is sealed; retrying with backoff. Unseal it "
-            "(`vault operator unseal`, or check its auto-unseal) and the agent recovers "
-            "by itself; the last good key stays in place meanwhile.",
-        )
+    template = (
+        "Vault at {addr} is sealed; retrying with backoff. Unseal it (`vault operator "
+        "unseal`, or check its auto-unseal) and the agent recovers by itself; the last good "
+        "key stays in place meanwhile."
+    )
 
 
-class VaultTLSError(VaultError):
+class VaultTLSError(_AtAddress):
     """The TLS handshake failed: almost always a missing or wrong CA certificate."""
 
     reason = agentstatus.VAULT_TLS
-
-    def __init__(self, addr: str, detail: str):
-        super().__init__(
-            f"TLS verification failed talking to Vault at {addr} ({detail}). Set VAULT_CACERT "
-            "(or --vault-cacert) to the PEM file of the CA that signed Vault's certificate."
-        )
+    template = (
+        "TLS verification failed talking to Vault at {addr} ({detail}). Set VAULT_CACERT (or "
+        "--vault-cacert) to the PEM file of the CA that signed Vault's certificate."
+    )
 
 
 class AuthenticationError(VaultError):
