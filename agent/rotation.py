@@ -13,8 +13,9 @@ It finds the cluster as kubectl does (``--kubeconfig``, else ``$KUBECONFIG``, el
 ``~/.kube/config``; ``--context``; the context's namespace when ``-n`` is absent; the
 pod's service account when run in a pod without a kubeconfig) and Vault's token as the
 ``vault`` and ``bao`` CLIs do (``VAULT_TOKEN`` or ``BAO_TOKEN``, else ``~/.vault-token``).
-Every ordinary mistake or outage (no kubeconfig, API unreachable or refusing, binding
-missing, Vault refusing) is a :class:`RotateError` with one line that says what to fix.
+Every ordinary mistake or outage (no kubeconfig, API unreachable, silent past the
+request timeout or refusing, binding missing, Vault refusing) is a :class:`RotateError`
+with one line that says what to fix.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ from agent.kube import KubeApi
 from agent.vault import SecretRef, VaultClient
 
 __all__ = [
-    "DEFAULT_REQUEST_TIMEOUT",
     "Cluster",
     "RotateError",
     "RotationResult",
@@ -61,10 +61,6 @@ class RotateError(Exception):
     """An ordinary mistake or outage, said in one line (no traceback for these)."""
 
 
-#: Seconds to wait for each answer of the Kubernetes API (kubectl's ``--request-timeout``).
-DEFAULT_REQUEST_TIMEOUT = 30.0
-
-
 @dataclass(frozen=True)
 class Cluster:
     """The API as kubectl would reach it, and the namespace kubectl would use."""
@@ -73,14 +69,14 @@ class Cluster:
     host: str
     namespace: str
     source: str  # where the credentials came from, for messages.
-    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    request_timeout: float  # seconds each API request may take.
 
 
 def connect(
     kubeconfig: str | None = None,
     context: str | None = None,
     *,
-    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    request_timeout: float,
 ) -> Cluster:
     """Reach the cluster as kubectl does; a missing or bad kubeconfig is a RotateError.
 
@@ -179,7 +175,7 @@ def api_errors(cluster: Cluster) -> Iterator[None]:
         reason = getattr(exc, "reason", None) or exc
         detail = _one_line(reason)
         if _timed_out_waiting(reason):
-            detail = f"no answer within {cluster.request_timeout:g} s"
+            detail = f"no answer within {cluster.request_timeout:g} s (--request-timeout)"
         raise RotateError(
             f"cannot reach the Kubernetes API at {cluster.host} ({cluster.source}): {detail}"
         ) from None

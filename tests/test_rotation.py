@@ -7,8 +7,10 @@ KUBECONFIG variable the client reads at import) run ``captchakey`` as a subproce
 Covers, against the rig's API and a real OpenBao:
 - every ordinary mistake is one line on stderr and exit 1, never a traceback: no
   kubeconfig at all, a kubeconfig file that does not exist, an unknown ``--context``,
-  an API server that does not answer, a binding that does not exist, no Vault token,
-  a Vault token Vault refuses;
+  an API server that refuses connections, a binding that does not exist, no Vault
+  token, a Vault token Vault refuses;
+- an API server that accepts the connection and never answers is such a line too,
+  within ``--request-timeout`` (not a wait without end);
 - ``--help`` says where the kubeconfig is looked for and where the Vault token comes from;
 - without ``-n`` the namespace is the kubeconfig context's (as kubectl does), and
   ``--context`` picks another context of the same file;
@@ -24,6 +26,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +42,7 @@ from tests.rig.helpers import free_port
 from tests.rig.kube import RealisticKubernetes
 from tests.rig.openbao import OpenBaoServer
 from tests.rig.openbao_auth import BaoAuth
-from tests.rig.scenario import Workload
+from tests.rig.scenario import BINDINGS_PATH, Workload
 
 CAPTCHAKEY = str(Path(sys.executable).with_name("captchakey"))
 NEW_KEY = "rotated-key-0123456789abcdef0123"
@@ -133,6 +137,27 @@ def test_unreachable_api_server_is_one_line(home: Path, kube: RealisticKubernete
     )
     assert f"cannot reach the Kubernetes API at {dead} (context 'dead')" in line
     assert "Connection refused" in line
+
+
+def test_a_silent_api_server_is_one_line_within_the_request_timeout(
+    home: Path, kube: RealisticKubernetes
+) -> None:
+    """The rig's API accepts the request for the binding and never answers it."""
+    released = threading.Event()
+    path = f"{BINDINGS_PATH.format(ns='solver-dev')}/captchaai"
+    kube[f"get {path}"] << (lambda: asyncio.to_thread(released.wait, 60))
+    config = kubeconfig(
+        home / "config", {"rig": (kube.api_url, kube.admin_token, "solver-dev")}, "rig"
+    )
+    args = ("--binding", "captchaai", "--kubeconfig", str(config), "--request-timeout", "1")
+    started = time.monotonic()
+    try:
+        line = one_line_error(captchakey(*args, home=home))
+    finally:
+        released.set()
+    assert time.monotonic() - started < 10  # the default would wait 30 s, no timeout forever.
+    assert f"cannot reach the Kubernetes API at {kube.api_url} (context 'rig')" in line
+    assert "no answer within 1 s (--request-timeout)" in line
 
 
 def test_refused_credentials_are_one_line(home: Path, kube: RealisticKubernetes) -> None:

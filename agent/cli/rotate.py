@@ -31,6 +31,7 @@ def _rotate(
     vault_cacert: str | None,
     vault_namespace: str | None,
     timeout: float,
+    request_timeout: float,
 ) -> None:
     """Rotate a binding's key now and wait until the old version is safe to revoke.
 
@@ -52,7 +53,7 @@ def _rotate(
         raise click.UsageError("--new-key-stdin: stdin was empty; pipe the new key in")
 
     async def run() -> bool:
-        cluster = connect(kubeconfig, context)
+        cluster = connect(kubeconfig, context, request_timeout=request_timeout)
         with api_errors(cluster):
             where = namespace or cluster.namespace
             body = await find_binding(cluster.api, where, binding, environment)
@@ -133,6 +134,13 @@ rotate_command = click.Command(
             type=click.FloatRange(min=1),
             default=300.0,
             help="Give up (exit 1, stragglers named) after this many seconds.",
+        ),
+        click.Option(
+            ["--request-timeout"],
+            type=click.FloatRange(min=0, min_open=True),
+            default=30.0,
+            help="Give up on the Kubernetes API (exit 1) when a request has no answer after "
+            "this many seconds, as kubectl's --request-timeout.",
         ),
     ],
 )
