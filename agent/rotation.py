@@ -13,9 +13,10 @@ It finds the cluster as kubectl does (``--kubeconfig``, else ``$KUBECONFIG``, el
 ``~/.kube/config``; ``--context``; the context's namespace when ``-n`` is absent; the
 pod's service account when run in a pod without a kubeconfig) and Vault's token as the
 ``vault`` and ``bao`` CLIs do (``VAULT_TOKEN`` or ``BAO_TOKEN``, else ``~/.vault-token``).
-Every ordinary mistake or outage (no kubeconfig, API unreachable, silent past the
-request timeout or refusing, binding missing, Vault refusing) is a :class:`RotateError`
-with one line that says what to fix.
+Vault's address, CA and namespace come from the ``vault`` CLI's variables, else the ``bao``
+CLI's (``VAULT_ADDR``, else ``BAO_ADDR``, and so on). Every ordinary mistake or outage (no
+kubeconfig, API unreachable, silent past the request timeout or refusing, binding
+missing, Vault refusing) is a :class:`RotateError` with one line that says what to fix.
 """
 
 from __future__ import annotations

@@ -16,7 +16,10 @@ Covers, against the rig's API and a real OpenBao:
   ``--context`` picks another context of the same file;
 - the Vault token is found as the vault/bao CLIs find it: ``~/.vault-token`` when
   VAULT_TOKEN is unset;
-- ``--vault-namespace`` stores the key in that OpenBao namespace (not the root one).
+- Vault's address is found as the vault/bao CLIs find it: ``BAO_ADDR`` when VAULT_ADDR
+  is unset, and VAULT_ADDR when both are set;
+- ``--vault-namespace`` (or VAULT_NAMESPACE, or BAO_NAMESPACE) stores the key in that
+  OpenBao namespace (not the root one).
 """
 
 from __future__ import annotations
@@ -65,7 +68,12 @@ def kubeconfig(path: Path, contexts: dict[str, tuple[str, str, str]], current: s
     return path
 
 
-UNSET = ("KUBECONFIG", "VAULT_TOKEN", "BAO_TOKEN", "VAULT_NAMESPACE", "KUBERNETES_SERVICE_HOST")
+UNSET = (
+    "KUBECONFIG",
+    "KUBERNETES_SERVICE_HOST",
+    *("VAULT_TOKEN", "VAULT_ADDR", "VAULT_CACERT", "VAULT_NAMESPACE"),
+    *("BAO_TOKEN", "BAO_ADDR", "BAO_CACERT", "BAO_NAMESPACE"),
+)
 
 
 @dataclass(frozen=True)
@@ -262,23 +270,50 @@ def test_vault_token_file_like_the_vault_cli(
     assert _read(workload.openbao.client(), workload.path) == NEW_KEY
 
 
-def test_vault_namespace_receives_the_key(home: Path, workload: Workload, rig_config: Path) -> None:
+def test_the_vault_address_is_found_as_the_vault_and_bao_clis_find_it(
+    home: Path, workload: Workload, rig_config: Path
+) -> None:
+    workload.put_key("first-key-0123456789abcdef012345")
+    asyncio.run(workload.create_binding("captchaai"))
+    args = ("--binding", "captchaai", "--kubeconfig", str(rig_config), "--new-key-stdin")
+    token = {"VAULT_TOKEN": workload.openbao.root_token}
+    dead = f"http://127.0.0.1:{free_port()}"
+    # VAULT_ADDR wins when both are set, as with the vault CLI beside the bao one.
+    both = {"VAULT_ADDR": dead, "BAO_ADDR": workload.openbao.addr, **token}
+    line = one_line_error(captchakey(*args, home=home, stdin=NEW_KEY, **both))
+    assert f"Vault at {dead} is unavailable" in line
+    # BAO_ADDR alone: an OpenBao user's environment.
+    result = captchakey(
+        *args, "--timeout", "1", home=home, stdin=NEW_KEY, BAO_ADDR=workload.openbao.addr, **token
+    )
+    assert f"stored a new key at secret/{workload.path} as version 2" in result.stdout, (
+        result.stdout + result.stderr
+    )
+    assert _read(workload.openbao.client(), workload.path) == NEW_KEY
+
+
+@pytest.mark.parametrize("given", ["--vault-namespace", "VAULT_NAMESPACE", "BAO_NAMESPACE"])
+def test_vault_namespace_receives_the_key(
+    home: Path, workload: Workload, rig_config: Path, given: str
+) -> None:
     namespace = f"team-{uuid.uuid4().hex[:6]}"
     root = workload.openbao.client()
     root.adapter.post(f"/v1/sys/namespaces/{namespace}")
     inside = hvac.Client(url=workload.openbao.addr, token=root.token, namespace=namespace)
     inside.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
     asyncio.run(workload.create_binding("captchaai"))
+    flag = ("--vault-namespace", namespace) if given.startswith("--") else ()
     result = captchakey(
         *("--binding", "captchaai"),
         *("--kubeconfig", str(rig_config)),
         "--new-key-stdin",
-        *("--vault-namespace", namespace),
+        *flag,
         *("--timeout", "1"),
         home=home,
         stdin=NEW_KEY,
         VAULT_ADDR=workload.openbao.addr,
         VAULT_TOKEN=workload.openbao.root_token,
+        **({} if flag else {given: namespace}),
     )
     assert "as version 1" in result.stdout, result.stdout + result.stderr
     assert _read(inside, workload.path) == NEW_KEY

@@ -26,10 +26,10 @@ EnvValue = str | int | float | bool | PurePath | Sequence[str]
 class AgentOption(enum.Enum):
     """One option of ``captchakey agent``: its flag, its variable, and any fallback variable."""
 
-    # Where Vault is and whom to trust there.
-    VAULT_ADDR = ("--vault-addr", "VAULT_ADDR")
-    VAULT_CACERT = ("--vault-cacert", "VAULT_CACERT")
-    VAULT_NAMESPACE = ("--vault-namespace", "VAULT_NAMESPACE")
+    # Where Vault is and whom to trust there; the OpenBao CLI's names count too.
+    VAULT_ADDR = ("--vault-addr", "VAULT_ADDR", "BAO_ADDR")
+    VAULT_CACERT = ("--vault-cacert", "VAULT_CACERT", "BAO_CACERT")
+    VAULT_NAMESPACE = ("--vault-namespace", "VAULT_NAMESPACE", "BAO_NAMESPACE")
     # How a standalone agent logs in.
     AUTH_METHOD = ("--auth-method", "CAPTCHAKEY_AUTH_METHOD")
     AUTH_MOUNT = ("--auth-mount", "CAPTCHAKEY_AUTH_MOUNT")
