@@ -54,17 +54,21 @@ def dump(value: object, *, nulls: bool) -> Any:
     the same keys every time) or left out (a merge patch that only says what it knows).
     """
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        pairs = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
-        return {
-            wire_name(name): dump(item, nulls=nulls)
-            for name, item in pairs
-            if nulls or item is not None
-        }
+        return _object(value, nulls=nulls)
     if isinstance(value, list | tuple):
         return [dump(item, nulls=nulls) for item in value]
     if isinstance(value, Mapping):
         return {str(key): dump(item, nulls=nulls) for key, item in value.items()}
     return value
+
+
+def _object(value: DataclassInstance, *, nulls: bool) -> dict[str, Any]:
+    pairs = ((each.name, getattr(value, each.name)) for each in dataclasses.fields(value))
+    return {
+        wire_name(name): dump(item, nulls=nulls)
+        for name, item in pairs
+        if nulls or item is not None
+    }
 
 
 def load(cls: type[D], value: object) -> D:
