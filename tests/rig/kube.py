@@ -24,13 +24,10 @@ to review a token must not deadlock because both share one event loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import re
 import threading
 import warnings
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -38,6 +35,7 @@ import aiohttp.web
 import attrs
 import kmock
 
+from tests.rig.client import ApiCalls
 from tests.rig.errors import api_error, json_body
 from tests.rig.identity import API_AUDIENCE, ISSUER, TokenAuthority
 from tests.rig.openbao_auth import BaoAuth, BaoRole, configure_jwt_auth, configure_kubernetes_auth
@@ -78,7 +76,7 @@ def _bearer(request: kmock.Request) -> str | None:
 
 
 @attrs.define(kw_only=True)
-class RealisticKubernetes(kmock.KubernetesEmulator):
+class RealisticKubernetes(ApiCalls, kmock.KubernetesEmulator):
     """kmock's emulator with the API server's semantics for objects, watches and tokens.
 
     Start it with :meth:`start` (or the ``kube`` fixture) and stop it with :meth:`stop`.
@@ -210,26 +208,6 @@ class RealisticKubernetes(kmock.KubernetesEmulator):
         """A CA certificate for configs that require one; the rig itself serves plain HTTP."""
         return self._tokens.ca_pem
 
-    def kubeconfig(
-        self, path: Path, *, token: str | None = None, namespace: str = "default"
-    ) -> Path:
-        """Write a kubeconfig for the rig (JSON, which is YAML); the admin token by default."""
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "rig", "cluster": {"server": self.api_url}}],
-            "users": [{"name": "rig", "user": {"token": token or self.admin_token}}],
-            "contexts": [
-                {
-                    "name": "rig",
-                    "context": {"cluster": "rig", "user": "rig", "namespace": namespace},
-                }
-            ],
-            "current-context": "rig",
-        }
-        path.write_text(json.dumps(config, indent=2))
-        return path
-
     # -- the request log -------------------------------------------------------------
 
     def api_requests(self) -> list[ApiRequest]:
@@ -239,34 +217,6 @@ class RealisticKubernetes(kmock.KubernetesEmulator):
     def requests_by(self, token: str) -> list[ApiRequest]:
         """What one identity asked of the API, e.g. to prove an agent only reads."""
         return self._log.by(token)
-
-    async def call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        token: str | None = None,
-        content_type: str = "application/json",
-    ) -> Any:
-        """One API call over HTTP from the caller's loop; raises on an error status."""
-        headers = {
-            "Authorization": f"Bearer {token or self.admin_token}",
-            "Content-Type": content_type,
-        }
-        data = None if body is None else json.dumps(body)
-        async with (
-            aiohttp.ClientSession() as session,
-            session.request(method, self.api_url + path, data=data, headers=headers) as response,
-        ):
-            text = await response.text()
-            if response.status >= 400:
-                with contextlib.suppress(ValueError, AttributeError):
-                    text = json.loads(text).get("message", text)
-                raise aiohttp.ClientResponseError(
-                    response.request_info, (), status=response.status, message=text
-                )
-            return json.loads(text)
 
     # -- serving ---------------------------------------------------------------------
 

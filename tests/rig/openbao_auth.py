@@ -18,6 +18,7 @@ from tests.rig.identity import API_AUDIENCE, ISSUER
 from tests.rig.openbao import OpenBaoServer
 
 if TYPE_CHECKING:
+    from tests.rig.client import ApiServer
     from tests.rig.kube import RealisticKubernetes
 
 __all__ = ["BaoAuth", "BaoRole", "configure_jwt_auth", "configure_kubernetes_auth"]
@@ -113,7 +114,7 @@ def _with_roles(auth: BaoAuth, roles: Iterable[BaoRole]) -> BaoAuth:
 
 def configure_kubernetes_auth(
     openbao: OpenBaoServer,
-    rig: RealisticKubernetes,
+    rig: ApiServer,
     *,
     mount: str = "kubernetes",
     roles: Iterable[BaoRole] = (),

@@ -20,8 +20,8 @@ import kopf
 
 from agent.runtime.backoff import Backoff
 from agent.sidecar.watcher import AgentDefaults, BindingAgent, run_binding_agent
+from tests.rig.client import ApiServer
 from tests.rig.identity import API_AUDIENCE
-from tests.rig.kube import RealisticKubernetes
 from tests.rig.openbao import OpenBaoServer
 from tests.rig.openbao_auth import BaoAuth, BaoRole
 
@@ -46,7 +46,7 @@ class BindingsAt(Protocol):
     """Where bindings live: the rig and a namespace (a :class:`Workload`, or a test's own)."""
 
     @property
-    def kube(self) -> RealisticKubernetes: ...
+    def kube(self) -> ApiServer: ...
 
     @property
     def namespace(self) -> str: ...
@@ -84,7 +84,7 @@ async def wait_status(
 class Workload:
     """A namespace, its service account, its environment and its Vault access."""
 
-    kube: RealisticKubernetes
+    kube: ApiServer
     openbao: OpenBaoServer
     auth: BaoAuth
     tmp: Path
