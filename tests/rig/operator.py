@@ -5,6 +5,10 @@ own (as another process would be), after the cluster's part is declared (its ver
 and the webhook configurations the chart installs and the operator patches). It logs
 in to OpenBao with its own Kubernetes-auth role whose policy allows ``read`` on KV
 *metadata* only, as in production (:func:`operator_vault`).
+
+Where the operator's CPU must be its own (the bench's rotation figures),
+:func:`operator_process` runs the real ``captchakey operator`` command instead, with the
+same configuration written to the file the chart would mount.
 """
 
 from __future__ import annotations
@@ -12,9 +16,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
+import os
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +34,8 @@ import kopf
 from agent.kube import KubeApi
 from agent.operator.app import run_operator
 from agent.operator.config import OperatorConfig, VaultConfig
-from tests.rig.helpers import free_port
+from tests.rig.client import ApiServer
+from tests.rig.helpers import free_port, stop_process, wait_until
 from tests.rig.kube import RealisticKubernetes
 from tests.rig.openbao import OpenBaoServer
 from tests.rig.openbao_auth import BaoAuth, BaoRole
@@ -34,8 +44,11 @@ from tests.rig.scenario import kopf_in_thread
 __all__ = [
     "OPERATOR_NS",
     "SERVING_SECRET",
+    "OperatorProcess",
     "RunningOperator",
+    "config_mapping",
     "operator_on_loopback",
+    "operator_process",
     "operator_vault",
     "webhook_configurations",
 ]
@@ -77,7 +90,7 @@ class RunningOperator:
 
 
 def operator_vault(
-    kube: RealisticKubernetes, openbao: OpenBaoServer, auth: BaoAuth, tmp: Path, **options: Any
+    kube: ApiServer, openbao: OpenBaoServer, auth: BaoAuth, tmp: Path, **options: Any
 ) -> VaultConfig:
     """The operator's Vault settings, with its role and projected token made first.
 
@@ -165,6 +178,106 @@ def operator_on_loopback(
         )
 
 
+@dataclass
+class OperatorProcess:
+    """A ``captchakey operator`` process: its pid for CPU and memory, its JSON log, its ports."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+    probes_url: str
+    metrics_url: str
+
+
+def config_mapping(config: OperatorConfig) -> dict[str, Any]:
+    """``config`` as the chart's ``config.yaml`` says it (docs/contract.md).
+
+    Only the settings the rig's scenarios change are written; a config that sets any
+    other is refused, so that the process never runs with less than it was given.
+    """
+    vault = config.vault
+    auth = {
+        "method": vault.auth_method,
+        "mount": vault.auth_mount,
+        "role": vault.auth_role,
+        "tokenFile": str(vault.token_file),
+        "audience": vault.audience,
+    }
+    mapping = {
+        "vault": {
+            "address": vault.address,
+            "auth": auth,
+            "allowedAddresses": list(vault.allowed_addresses),
+            "allowedAudiences": list(vault.allowed_audiences),
+            "allowInsecureHttp": vault.allow_insecure_http,
+        },
+        "environments": list(config.environments),
+        "statusPollSeconds": int(config.status_poll_seconds),
+        "vaultReadsPerSecond": int(config.vault_reads_per_second),
+        "peering": {"name": config.peering_name or ""},
+        "webhook": {
+            "port": config.webhook_port,
+            "tls": {"mode": config.tls.mode, "secretName": config.tls.secret_name},
+        },
+        "log": {"level": config.log_level, "format": config.log_format},
+    }
+    if OperatorConfig.from_mapping(mapping) != config:
+        raise ValueError(f"the operator config sets more than config_mapping writes: {config}")
+    return mapping
+
+
+@contextlib.contextmanager
+def operator_process(
+    kube: ApiServer,
+    config: OperatorConfig,
+    tmp: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    seconds: float = 30.0,
+) -> Iterator[OperatorProcess]:
+    """Run ``captchakey operator`` against the rig until the block ends; ready when yielded.
+
+    The cluster's part must be declared first (:func:`webhook_configurations`, or
+    ``python -m tests.rig.serve --for-operator``). It reads ``config`` from a file, the
+    rig's admin identity from a kubeconfig, and logs to ``tmp/operator.log``; ``env``
+    adds to this process's environment (say, a ``PYTHONPATH`` for the tree under test).
+    """
+    config_file = tmp / "operator-config.yaml"
+    config_file.write_text(json.dumps(config_mapping(config)))  # JSON is YAML.
+    kubeconfig = kube.kubeconfig(tmp / "operator.kubeconfig")
+    probes, metrics = free_port(), free_port()
+    command = [
+        *(str(Path(sys.executable).with_name("captchakey")), "operator"),
+        *("--config", str(config_file)),
+        *("--namespace", OPERATOR_NS),
+        *("--health-addr", f"127.0.0.1:{probes}"),
+        *("--metrics-addr", f"127.0.0.1:{metrics}"),
+    ]
+    log = tmp / "operator.log"
+    with log.open("wb") as sink:
+        environment = {**os.environ, **(env or {}), "KUBECONFIG": str(kubeconfig)}
+        process = subprocess.Popen(command, env=environment, stdout=sink, stderr=sink)
+    try:
+        running = OperatorProcess(
+            process, log, f"http://127.0.0.1:{probes}", f"http://127.0.0.1:{metrics}/metrics"
+        )
+        wait_until(lambda: _ready(running), seconds, step=0.05)
+        yield running
+    finally:
+        stop_process(process)
+
+
+def _ready(running: OperatorProcess) -> bool:
+    """Whether ``/readyz`` answers 200; an operator that exited is a failure, with its log."""
+    if running.process.poll() is not None:
+        tail = running.log.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"the operator exited ({running.process.returncode}): {tail}")
+    try:
+        with urllib.request.urlopen(f"{running.probes_url}/readyz", timeout=1) as answer:  # noqa: S310
+            return bool(answer.status == 200)
+    except OSError:  # not listening yet, or 503: the webhook server is not up yet.
+        return False
+
+
 def _wait_for_port(port: int, seconds: float = 10.0) -> None:
     """kopf reports ready before its webhook server listens: wait for the socket."""
     deadline = time.monotonic() + seconds
@@ -179,7 +292,7 @@ def _wait_for_port(port: int, seconds: float = 10.0) -> None:
             return
 
 
-async def _wait_for_ca(kube: RealisticKubernetes, ca_file: Path) -> None:
+async def _wait_for_ca(kube: ApiServer, ca_file: Path) -> None:
     """The CA the operator generated for its webhook, once it stored the serving Secret."""
     async with asyncio.timeout(10):
         while True:
