@@ -29,34 +29,64 @@ class KubeApi:
         self, api_client: kubernetes.client.ApiClient, *, request_timeout: float | None = None
     ):
         # Without one, a call to an API server that accepts but never answers waits forever.
-        self._options = {"_request_timeout": request_timeout} if request_timeout else {}
+        self._request_timeout = request_timeout
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
         self._core = kubernetes.client.CoreV1Api(api_client)
         self._admission = kubernetes.client.AdmissionregistrationV1Api(api_client)
         self._version = kubernetes.client.VersionApi(api_client)
 
     @classmethod
-    def connect(cls, server: str | None = None, token: str | None = None) -> KubeApi:
-        """In-cluster credentials, else the kubeconfig; or an explicit server and token."""
-        if server is not None:
-            configuration = kubernetes.client.Configuration()
-            configuration.host = server
-            configuration.api_key = {"authorization": f"Bearer {token}"} if token else {}
-            return cls(kubernetes.client.ApiClient(configuration))
-        try:
-            kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
-        except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-        return cls(kubernetes.client.ApiClient())
+    def connect(
+        cls,
+        server: str | None = None,
+        token: str | None = None,
+        *,
+        request_timeout: float | None = None,
+    ) -> KubeApi:
+        """In-cluster credentials, else the kubeconfig; or an explicit server and token.
 
-    async def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """``method`` of the official client in a worker thread, with the request timeout."""
-        return await asyncio.to_thread(method, *args, **self._options, **kwargs)
+        ``request_timeout`` (seconds) bounds each request; ``None`` waits without end.
+        """
+        if server is None:
+            try:
+                kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+            except kubernetes.config.ConfigException:
+                kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+            return cls(kubernetes.client.ApiClient(), request_timeout=request_timeout)
+        configuration = kubernetes.client.Configuration()
+        configuration.host = server
+        configuration.api_key = {"authorization": f"Bearer {token}"} if token else {}
+        return cls(kubernetes.client.ApiClient(configuration), request_timeout=request_timeout)
 
-    async def get_binding(self, namespace: str, name: str) -> dict[str, Any] | None:
+    async def _call(
+        self,
+        method: Callable[..., Any],
+        *args: Any,
+        request_timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """``method`` of the official client in a worker thread, with a request timeout.
+
+        Each try is bounded (the client retries a read that timed out, a few times): a hung
+        API server holds the loop's worker threads for a bounded time, never for good.
+        """
+        timeout = request_timeout or self._request_timeout
+        options = {"_request_timeout": timeout} if timeout else {}
+        return await asyncio.to_thread(method, *args, **options, **kwargs)
+
+    async def get_binding(
+        self, namespace: str, name: str, *, request_timeout: float | None = None
+    ) -> dict[str, Any] | None:
+        """``None`` if it does not exist; ``request_timeout``: a tighter bound for this call.
+
+        Pod admission has only part of the API server's webhook timeout to spend on it.
+        """
+        binding = (GROUP, VERSION, namespace, PLURAL, name)
         try:
             body = await self._call(
-                self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name
+                self._custom.get_namespaced_custom_object,
+                *binding,
+                request_timeout=request_timeout,
             )
         except ApiException as exc:
             if exc.status == 404:

@@ -32,10 +32,14 @@ from agent.operator.rollout import Consumer, consumer_of
 from agent.operator.status import StatusKeeper
 from agent.operator.validation import WebhookServer, validate_binding
 
-__all__ = ["MIN_KUBERNETES", "build_registry", "run_operator"]
+__all__ = ["API_REQUEST_SECONDS", "MIN_KUBERNETES", "build_registry", "run_operator"]
 
 # Native sidecars (init containers with restartPolicy: Always) arrived in 1.29.
 MIN_KUBERNETES = (1, 29)
+# Each of the operator's own API requests (kopf's have their own settings): an API server
+# that accepts a request and never answers it must not stall the status keeper or the
+# certificate renewer for good.
+API_REQUEST_SECONDS = 30.0
 BindingIndex = kopf.Index[tuple[str, str], dict[str, Any]]
 
 _log = logging.getLogger(__name__)
@@ -179,12 +183,18 @@ class _PodMutator:
     later webhook changed the pod: :func:`plan_injection` then adds only what is missing.
     The pod is read once (:func:`parse_pod`): its annotations are checked before the
     binding is looked up, and the plan is made from what was read.
+
+    A binding the watch has not seen is read from the API within half the API server's
+    webhook timeout: the rest is for the connection and the answer. An API server that
+    does not answer in time gets a refusal that says so, rather than a webhook that
+    times out with no word from us.
     """
 
     def __init__(self, config: OperatorConfig, kube: KubeApi):
         self.config = config
         self.kube = kube
         self.cluster = MIN_KUBERNETES  # until the API server said which it is.
+        self.lookup_seconds = config.webhook_timeout_seconds / 2
 
     async def learn_cluster_version(self) -> None:
         self.cluster = await self.kube.server_version()
@@ -227,7 +237,19 @@ class _PodMutator:
         # instant ago, or this replica's watches are paused as a peering standby).
         for binding in known.get((namespace, name), []):
             return binding
-        return await self.kube.get_binding(namespace, name)
+        seconds = self.lookup_seconds
+        try:
+            # The answer is due in time even while the client retries a silent request;
+            # its own timeout frees the worker thread soon after.
+            async with asyncio.timeout(seconds):
+                return await self.kube.get_binding(namespace, name, request_timeout=seconds)
+        except TimeoutError:
+            raise kopf.AdmissionError(
+                f"cannot look up CaptchaKeyBinding {name!r} (annotation {ANNOTATION_BINDING}) "
+                f"in namespace {namespace!r}: the Kubernetes API server did not answer in "
+                f"{seconds:g} s; create the pod again (its controller retries on its own)",
+                code=504,
+            ) from None
 
 
 @contextlib.contextmanager
@@ -254,7 +276,7 @@ async def run_operator(
     metrics_addr: tuple[str, int] | None = None,
 ) -> None:
     """Run the operator until stopped (SIGTERM, or ``stop_flag``)."""
-    kube = kube or KubeApi.connect()
+    kube = kube or KubeApi.connect(request_timeout=API_REQUEST_SECONDS)
     metrics = Metrics()
     registry = build_registry(
         config,

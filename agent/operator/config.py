@@ -127,6 +127,9 @@ class OperatorConfig:
     vault_reads_per_second: float = 200.0
     peering_name: str | None = "captcha-key-agent"
     webhook_port: int = 8443
+    # How long the API server waits for the pod-mutating webhook (its timeoutSeconds):
+    # the admission's own API calls must answer well within it.
+    webhook_timeout_seconds: int = 10
     webhook_service: str = "captcha-key-agent-webhook"
     mutating_configuration: str = "captcha-key-agent"
     validating_configuration: str = "captcha-key-agent"
@@ -185,6 +188,7 @@ class OperatorConfig:
             vault_reads_per_second=float(top.get("vaultReadsPerSecond", int, 200, minimum=1)),
             peering_name=peering.get("name", str, cls.peering_name) or None,
             webhook_port=webhook.get("port", int, 8443, minimum=1),
+            webhook_timeout_seconds=webhook.get("timeoutSeconds", int, 10, minimum=1),
             webhook_service=webhook.get("serviceName", str, cls.webhook_service),
             mutating_configuration=webhook.get(
                 "mutatingWebhookConfiguration", str, cls.mutating_configuration

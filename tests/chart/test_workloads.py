@@ -16,7 +16,10 @@ Covers:
 - kopf peering: ``peering.name`` is ``<fullname>`` and a ClusterKopfPeering of that name
   is rendered, or ``""`` (standalone) and none without peering; replicas > 1 without
   peering is refused;
-- ``sidecar.vaultCaConfigMap`` reaches ``injection.vaultCaConfigMap``.
+- ``sidecar.vaultCaConfigMap`` reaches ``injection.vaultCaConfigMap``;
+- ``webhook.timeoutSeconds`` reaches the operator too (``webhook.timeoutSeconds``): its
+  binding lookup during admission gets half of it (shown in
+  ``tests/operator/test_webhooks.py``).
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ peering:
   name: captcha-key-agent
 webhook:
   port: 8443
+  timeoutSeconds: 10
   serviceName: captcha-key-agent-webhook
   mutatingWebhookConfiguration: captcha-key-agent
   validatingWebhookConfiguration: captcha-key-agent
@@ -295,6 +299,12 @@ def test_sidecar_vault_ca_config_map_reaches_the_injection_config(render: Render
     injection = OperatorConfig.from_mapping(config_of(docs)).injection
     assert injection.vault_ca_config_map == "vault-ca"
     assert OperatorConfig.from_mapping(config_of(render())).injection.vault_ca_config_map is None
+
+
+def test_the_webhook_timeout_reaches_the_operator(render: Render) -> None:
+    docs = render(None, "webhook.timeoutSeconds=4")
+    assert config_of(docs)["webhook"]["timeoutSeconds"] == 4
+    assert OperatorConfig.from_mapping(config_of(docs)).webhook_timeout_seconds == 4
 
 
 def test_network_policy(render: Render) -> None:

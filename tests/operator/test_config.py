@@ -56,6 +56,7 @@ peering:
   name: my-peering
 webhook:
   port: 9443
+  timeoutSeconds: 4
   serviceName: ckb-webhook
   mutatingWebhookConfiguration: ckb-mutate
   validatingWebhookConfiguration: ckb-validate
@@ -119,6 +120,7 @@ def test_full_file_gives_the_values_written() -> None:
     assert config.vault_reads_per_second == 50.0
     assert config.peering_name == "my-peering"
     assert config.webhook_port == 9443
+    assert config.webhook_timeout_seconds == 4
     assert config.webhook_service == "ckb-webhook"
     assert config.mutating_configuration == "ckb-mutate"
     assert config.validating_configuration == "ckb-validate"
@@ -237,6 +239,7 @@ def test_bad_enum_value_is_refused_with_the_key_path(
     ("text", "expected"),
     [
         ("statusPollSeconds: 0\n", "statusPollSeconds must be at least 1, not 0"),
+        ("webhook:\n  timeoutSeconds: 0\n", "webhook.timeoutSeconds must be at least 1, not 0"),
         ("webhook:\n  port: 0\n", "webhook.port must be at least 1"),
         ("injection:\n  refreshIntervalSeconds: 5\n", "injection.refreshIntervalSeconds"),
         ("injection:\n  tokenExpirationSeconds: 60\n", "injection.tokenExpirationSeconds"),

@@ -13,7 +13,11 @@ Covers:
   token audience the policy refuses gets no pod injected (no token minted for it);
 - validation: a good binding is allowed; a binding for an environment the operator does not
   serve, or a path outside its prefix, is denied with a message saying what to fix;
-- a cluster older than 1.29 (no native sidecars): opted-in pods are refused with the reason.
+- a cluster older than 1.29 (no native sidecars): opted-in pods are refused with the reason;
+- an API server that accepts the read of a binding the operator's watch has not seen and
+  never answers it: the pod is refused, naming the binding and saying the API server did
+  not answer in half the webhook's ``timeoutSeconds``, long before the webhook would time
+  out (no wait without end).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import asyncio
 import base64
 import copy
 import json
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -35,7 +41,7 @@ from agent.operator.config import OperatorConfig, VaultConfig
 from tests.rig.helpers import free_port
 from tests.rig.kube import RealisticKubernetes
 from tests.rig.operator import OPERATOR_NS, RunningOperator, operator_on_loopback
-from tests.rig.scenario import Workload
+from tests.rig.scenario import BINDINGS_PATH, Workload
 
 
 def review(
@@ -285,3 +291,33 @@ def test_clusters_without_native_sidecars_are_refused_clearly(
     assert not answer["allowed"]
     assert "runs Kubernetes 1.28" in answer["status"]["message"]
     assert "needs >= 1.29" in answer["status"]["message"]
+
+
+def test_a_silent_api_server_is_a_refusal_within_the_webhook_timeout(
+    kube: RealisticKubernetes, workload: Workload, tmp_path: Path
+) -> None:
+    """The rig accepts the operator's read of the binding and never answers it."""
+    config = OperatorConfig(
+        vault=VaultConfig(address=workload.openbao.addr),
+        environments=(workload.environment,),
+        peering_name=None,
+        webhook_port=free_port(),
+        webhook_timeout_seconds=4,
+    )
+    released = threading.Event()
+    path = f"{BINDINGS_PATH.format(ns=workload.namespace)}/captchaai"
+    kube[f"get {path}"] << (lambda: asyncio.to_thread(released.wait, 60))
+    with operator_on_loopback(kube, config, tmp_path) as running:
+        started = time.monotonic()
+        try:
+            answer, _ = asyncio.run(mutate(running, pod(workload)))
+        finally:
+            released.set()
+        elapsed = time.monotonic() - started
+    assert elapsed < 10  # the held read would wait 60 s; the webhook must not.
+    assert not answer["allowed"]
+    assert answer["status"]["code"] == 504
+    message = answer["status"]["message"]
+    assert "cannot look up CaptchaKeyBinding 'captchaai'" in message
+    assert f"in namespace {workload.namespace!r}" in message
+    assert "the Kubernetes API server did not answer in 2 s" in message

@@ -32,7 +32,7 @@ import aiohttp
 import kopf
 
 from agent.kube import KubeApi
-from agent.operator.app import run_operator
+from agent.operator.app import API_REQUEST_SECONDS, run_operator
 from agent.operator.config import OperatorConfig, VaultConfig
 from tests.rig.client import ApiServer
 from tests.rig.helpers import free_port, stop_process, wait_until
@@ -155,7 +155,9 @@ def operator_on_loopback(
         await run_operator(
             config,
             OPERATOR_NS,
-            kube=KubeApi.connect(kube.api_url, kube.admin_token),
+            kube=KubeApi.connect(
+                kube.api_url, kube.admin_token, request_timeout=API_REQUEST_SECONDS
+            ),
             connection=kopf.ConnectionInfo(server=kube.api_url, token=kube.admin_token),
             webhook_host="127.0.0.1",
             extra_names=("127.0.0.1",),

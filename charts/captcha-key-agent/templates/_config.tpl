@@ -40,6 +40,7 @@ peering:
   name: {{ include "captcha-key-agent.peeringName" . | toJson }}
 webhook:
   port: 8443
+  timeoutSeconds: {{ int .Values.webhook.timeoutSeconds }}
   serviceName: {{ include "captcha-key-agent.webhookServiceName" . | toJson }}
   mutatingWebhookConfiguration: {{ include "captcha-key-agent.webhookConfigurationName" . | toJson }}
   validatingWebhookConfiguration: {{ include "captcha-key-agent.webhookConfigurationName" . | toJson }}
