@@ -43,8 +43,6 @@ from click.testing import CliRunner
 from agent.cli import main
 from tests.rig.helpers import free_port
 from tests.rig.kube import RealisticKubernetes
-from tests.rig.openbao import OpenBaoServer
-from tests.rig.openbao_auth import BaoAuth
 from tests.rig.scenario import BINDINGS_PATH, Workload
 
 CAPTCHAKEY = str(Path(sys.executable).with_name("captchakey"))
@@ -216,13 +214,6 @@ def test_help_says_where_it_looks(home: Path) -> None:
     )
     assert "~/.vault-token" in text
     assert "--vault-namespace" in text
-
-
-@pytest.fixture
-def workload(
-    kube: RealisticKubernetes, openbao: OpenBaoServer, kube_openbao: BaoAuth, tmp_path: Path
-) -> Workload:
-    return Workload(kube, openbao, kube_openbao, tmp_path, namespace="solver-dev")
 
 
 @pytest.fixture

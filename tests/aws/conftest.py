@@ -3,7 +3,8 @@
 - ``moto``: one permissive server for the session (STS web identity, Secrets Manager).
 - ``moto_iam``: one server that evaluates IAM policies, for real AccessDeniedExceptions.
 - ``web_identity``: a role the pod may assume and a projected-token file for it.
-- ``workload``: a Vault workload (OpenBao, Kubernetes auth) for the Vault-user checks.
+
+The Vault-user checks use the rig's ``workload`` (``tests/rig/fixtures.py``).
 """
 
 from __future__ import annotations
@@ -14,10 +15,7 @@ from pathlib import Path
 import pytest
 
 from agent.aws import WebIdentity
-from tests.rig.kube import BaoAuth, RealisticKubernetes
 from tests.rig.moto import ACCOUNT, MotoServer
-from tests.rig.openbao import OpenBaoServer
-from tests.rig.scenario import Workload
 
 # What an agent needs on a secret, exactly: the policy docs/aws.md gives.
 AGENT_ACTIONS = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
@@ -58,10 +56,3 @@ def web_identity(moto: MotoServer, tmp_path: Path) -> WebIdentity:
     token_file = tmp_path / "aws-token"
     token_file.write_text(TOKEN)
     return WebIdentity(role_arn=role, token_file=token_file, session_name="captchakey-test")
-
-
-@pytest.fixture
-def workload(
-    kube: RealisticKubernetes, openbao: OpenBaoServer, kube_openbao: BaoAuth, tmp_path: Path
-) -> Workload:
-    return Workload(kube, openbao, kube_openbao, tmp_path, namespace="solver-dev")

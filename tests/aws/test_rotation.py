@@ -45,7 +45,7 @@ from tests.aws.conftest import AGENT_ACTIONS, TOKEN, TRUST
 from tests.rig.helpers import free_port
 from tests.rig.kube import API_AUDIENCE, RealisticKubernetes
 from tests.rig.moto import ACCOUNT, REGION, MotoServer
-from tests.rig.operator import operator_on_loopback
+from tests.rig.operator import SERVING_SECRET, operator_on_loopback
 from tests.rig.scenario import (
     BINDINGS_PATH,
     Workload,
@@ -116,7 +116,7 @@ def aws_operator(
         status_poll_seconds=30,
         peering_name=None,
         webhook_port=free_port(),
-        tls=TLSConfig(secret_name="captcha-key-agent-webhook-tls"),
+        tls=TLSConfig(secret_name=SERVING_SECRET),
         aws=AwsConfig(accounts=(ACCOUNT,), endpoint_url=moto.url),
     )
     with operator_on_loopback(kube, config, tmp_path):
@@ -281,7 +281,7 @@ def denied_workload(
         environments=(workload.environment,),
         peering_name=None,
         webhook_port=free_port(),
-        tls=TLSConfig(secret_name="captcha-key-agent-webhook-tls"),
+        tls=TLSConfig(secret_name=SERVING_SECRET),
         aws=AwsConfig(accounts=(ACCOUNT,), endpoint_url=moto_iam.url),
     )
     with operator_on_loopback(kube, config, tmp_path):

@@ -27,13 +27,6 @@ from tests.rig.scenario import Workload
 
 
 @pytest.fixture
-def workload(
-    kube: RealisticKubernetes, openbao: OpenBaoServer, kube_openbao: BaoAuth, tmp_path: Path
-) -> Workload:
-    return Workload(kube, openbao, kube_openbao, tmp_path, namespace="solver-dev")
-
-
-@pytest.fixture
 def operator(
     kube: RealisticKubernetes,
     openbao: OpenBaoServer,

@@ -40,7 +40,7 @@ from agent.binding.model import BindingSpec, InvalidBindingError
 from agent.operator.config import AwsConfig, OperatorConfig, TLSConfig, VaultConfig
 from tests.rig.helpers import free_port
 from tests.rig.kube import RealisticKubernetes
-from tests.rig.operator import RunningOperator, operator_on_loopback
+from tests.rig.operator import SERVING_SECRET, RunningOperator, operator_on_loopback
 
 CRD_FILE = (
     Path(__file__).resolve().parents[2] / "manifests/crds/captchakeys.io_captchakeybindings.yaml"
@@ -393,7 +393,7 @@ def webhook(kube: RealisticKubernetes, tmp_path: Path) -> Iterator[RunningOperat
         aws=AwsConfig(accounts=("123456789012",)),
         peering_name=None,
         webhook_port=free_port(),
-        tls=TLSConfig(secret_name="captcha-key-agent-webhook-tls"),
+        tls=TLSConfig(secret_name=SERVING_SECRET),
     )
     with operator_on_loopback(kube, config, tmp_path) as running:
         yield running

@@ -40,7 +40,7 @@ from agent.contract.pod import AGENT_CONTAINER
 from agent.operator.config import OperatorConfig, VaultConfig
 from tests.rig.helpers import free_port
 from tests.rig.kube import RealisticKubernetes
-from tests.rig.operator import OPERATOR_NS, RunningOperator, operator_on_loopback
+from tests.rig.operator import OPERATOR_NS, SERVING_SECRET, RunningOperator, operator_on_loopback
 from tests.rig.scenario import BINDINGS_PATH, Workload
 
 
@@ -269,9 +269,7 @@ async def test_binding_validation(operator: RunningOperator, workload: Workload)
 async def test_operator_namespace_secret_holds_the_chain(
     operator: RunningOperator, kube: RealisticKubernetes
 ) -> None:
-    secret = await kube.call(
-        "GET", f"/api/v1/namespaces/{OPERATOR_NS}/secrets/captcha-key-agent-webhook-tls"
-    )
+    secret = await kube.call("GET", f"/api/v1/namespaces/{OPERATOR_NS}/secrets/{SERVING_SECRET}")
     assert set(secret["data"]) == {"ca.crt", "tls.crt", "tls.key"}  # no CA private key
     assert Path(operator.ca_file).read_bytes() == base64.b64decode(secret["data"]["ca.crt"])
 

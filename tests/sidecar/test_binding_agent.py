@@ -37,14 +37,6 @@ from tests.rig.kube import BaoAuth, RealisticKubernetes
 from tests.rig.openbao import OpenBaoServer
 from tests.rig.scenario import Workload, eventually, running_agent
 
-
-@pytest.fixture
-def workload(
-    kube: RealisticKubernetes, openbao: OpenBaoServer, kube_openbao: BaoAuth, tmp_path: Path
-) -> Workload:
-    return Workload(kube, openbao, kube_openbao, tmp_path, namespace="solver-dev")
-
-
 # Discovery (which resources exist: /api, /api/v1, /apis, /apis/G, /apis/G/V) is open to
 # every authenticated identity; kopf reads it to resolve the binding resource.
 DISCOVERY = re.compile(r"^/api(/v1)?$|^/apis(/[^/]+){0,2}$")
