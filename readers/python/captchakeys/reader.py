@@ -27,7 +27,6 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from watchdog.events import (
@@ -44,6 +43,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
+from captchakeys._closing import Closing
 from captchakeys.keyfile import (
     ENV_VAR,
     Version,
@@ -79,7 +79,7 @@ class KeyUnavailableError(RuntimeError):
     """No key has been delivered to the key file yet (or it was never readable)."""
 
 
-class KeyReader:
+class KeyReader(Closing):
     """The current key from the key file, kept in memory and reloaded on change.
 
     Thread-safe. Callbacks registered with :meth:`on_change` run in the watcher thread,
@@ -146,17 +146,6 @@ class KeyReader:
             self._observer.join(timeout=5)
         if self._poller is not None:
             self._poller.join(timeout=5)
-
-    def __enter__(self) -> KeyReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from types import TracebackType
-from typing import Self, cast
+from typing import Generic, Self, TypeVar, cast
 
 try:
     import httpx
@@ -23,6 +23,7 @@ except ModuleNotFoundError as missing:
         name="httpx",
     ) from None
 
+from captchakeys._closing import Closing
 from captchakeys.captchaai._core import (
     DEFAULT_BASE_URL,
     Flow,
@@ -38,14 +39,30 @@ __all__ = ["AsyncCaptchaAIClient", "CaptchaAIClient"]
 
 DEFAULT_HTTP_TIMEOUT = 30.0
 
+_Http = TypeVar("_Http", httpx.Client, httpx.AsyncClient)
 
-class _Face:
-    """What both faces share: settings, a fresh flow per solve, a key-free repr."""
 
-    def __init__(self, keys: KeySource, base_url: str, timing: Timing):
+class _Face(Generic[_Http]):
+    """What both faces share: settings, a fresh flow per solve, a key-free repr.
+
+    Each face names its httpx client class in ``_http_class``; the connection pool is
+    made here, with the timeout, so the two constructors cannot drift apart.
+    """
+
+    _http_class: type[_Http]
+
+    def __init__(
+        self,
+        keys: KeySource,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        timing: Timing = Timing(),  # noqa: B008 - frozen, so sharing the default is safe.
+        http_timeout: float = DEFAULT_HTTP_TIMEOUT,
+    ):
         self._keys = keys
         self._base_url = base_url
         self._timing = timing
+        self._http: _Http = self._http_class(timeout=http_timeout)
 
     def _flow(self, task: Task) -> Flow[str]:
         return Solve(task, self._keys, self._base_url, self._timing).run()
@@ -58,19 +75,10 @@ class _Face:
         )
 
 
-class CaptchaAIClient(_Face):
+class CaptchaAIClient(_Face[httpx.Client], Closing):
     """Solve CAPTCHAs with CaptchaAI, blocking. Thread-safe; reuse one per process."""
 
-    def __init__(
-        self,
-        keys: KeySource,
-        *,
-        base_url: str = DEFAULT_BASE_URL,
-        timing: Timing = Timing(),  # noqa: B008 - frozen, so sharing the default is safe.
-        http_timeout: float = DEFAULT_HTTP_TIMEOUT,
-    ):
-        super().__init__(keys, base_url, timing)
-        self._http = httpx.Client(timeout=http_timeout)
+    _http_class = httpx.Client
 
     def solve(self, task: Task) -> str:
         """The solution token for ``task``; raises a :class:`CaptchaAIError` subclass."""
@@ -98,31 +106,11 @@ class CaptchaAIClient(_Face):
         """Close the connection pool."""
         self._http.close()
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class AsyncCaptchaAIClient(_Face):
+class AsyncCaptchaAIClient(_Face[httpx.AsyncClient]):
     """Solve CAPTCHAs with CaptchaAI from asyncio; waits never block the event loop."""
 
-    def __init__(
-        self,
-        keys: KeySource,
-        *,
-        base_url: str = DEFAULT_BASE_URL,
-        timing: Timing = Timing(),  # noqa: B008 - frozen, so sharing the default is safe.
-        http_timeout: float = DEFAULT_HTTP_TIMEOUT,
-    ):
-        super().__init__(keys, base_url, timing)
-        self._http = httpx.AsyncClient(timeout=http_timeout)
+    _http_class = httpx.AsyncClient
 
     async def solve(self, task: Task) -> str:
         """The solution token for ``task``; raises a :class:`CaptchaAIError` subclass."""
