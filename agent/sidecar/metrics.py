@@ -150,9 +150,10 @@ class AgentMetrics:
             "vault_logins", "Vault login attempts, by result (ok, failed).", ["result"]
         )
         self.renewals = Counter(
-            "vault_token_renewals", "Vault token renewal attempts, by result (ok, failed).",
+            "vault_token_renewals",
+            "Vault token renewal attempts, by result (ok, failed).",
             ["result"],
-        )  # fmt: skip
+        )
         self.metadata_probes = Counter(
             "metadata_access_probes",
             "Checks of read access to the secret's metadata after a 403, by result "
@@ -170,9 +171,15 @@ class AgentMetrics:
             self.logins.labels(result)
             self.renewals.labels(result)
         self._families: tuple[Counter | Histogram, ...] = (
-            self.refreshes, self.failures, self.write_failures, self.vault_requests,
-            self.logins, self.renewals, self.metadata_probes, self.recreations,
-        )  # fmt: skip
+            self.refreshes,
+            self.failures,
+            self.write_failures,
+            self.vault_requests,
+            self.logins,
+            self.renewals,
+            self.metadata_probes,
+            self.recreations,
+        )
         self._report: Callable[[], AgentStatus] | None = None
 
     def follow(self, report: Callable[[], AgentStatus]) -> None:

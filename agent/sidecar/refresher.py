@@ -119,21 +119,33 @@ class KeyRefresher:
         ``at_least`` is a version the caller already knows exists (the operator
         published it): then the metadata round trip is skipped.
         """
-        ref = self.ref
-        if not force and ref.version is not None and ref.version == self.held_version:
-            return False
-        current: Identity | None = None
-        if not force and ref.version is None:
-            if not at_least or at_least == self.held_version:
-                current = await self._current(ref)
-            if current is not None and self._holds(current):
+        ref = self.ref  # one source for the whole refresh, whatever a retarget does meanwhile.
+        if force:
+            return await self._write(await self._read(ref, None))
+        if ref.version is not None and ref.version == self.held_version:
+            return False  # the pinned version is on disk: nothing can have changed.
+        current = await self._current_unless_known(ref, at_least)
+        if current is not None:
+            if self._holds(current):
                 return False
-        if current is not None and self._rejected is not None and self._rejected[0] == current:
-            raise self._rejected[1]  # the same refused key: not worth reading again.
+            if self._rejected is not None and self._rejected[0] == current:
+                raise self._rejected[1]  # the same refused key: not worth reading again.
         key = self._pending
         if key is None or current is None or _identity(key) != current:
             key = await self._read(ref, current)
         return await self._write(key)
+
+    async def _current_unless_known(
+        self, ref: SourceRef, at_least: Version | None
+    ) -> Identity | None:
+        """Vault's current version, asked only when the answer is not known already.
+
+        Not asked for a pinned version (it is the one wanted), nor when the operator
+        announced a version other than the one on disk (that one exists: read it).
+        """
+        if ref.version is not None or (at_least and at_least != self.held_version):
+            return None
+        return await self._current(ref)
 
     async def _read(self, ref: SourceRef, current: Identity | None) -> FetchedKey:
         self._pending = None

@@ -177,9 +177,12 @@ class BindingAgent:
         target = KeyTarget(self.defaults.out_dir, spec.file_name, spec.file_mode)
         if self.agent is None or self._task is None or self._task.done():
             refresher = KeyRefresher(
-                self._client(spec), spec.ref, target, rules=spec.key_rules,
+                self._client(spec),
+                spec.ref,
+                target,
+                rules=spec.key_rules,
                 metrics=self.metrics,
-            )  # fmt: skip
+            )
             self.agent = KeyAgent(
                 refresher,
                 refresh_interval=self._resync(spec),
@@ -216,8 +219,9 @@ class BindingAgent:
             agent.request_refresh(at_least=version)
             return
         delay = random.uniform(0, spread)  # noqa: S311
-        _log.debug("version %s announced: refreshing in %.3f s (spread %.3f s)",
-                   version, delay, spread)  # fmt: skip
+        _log.debug(
+            "version %s announced: refreshing in %.3f s (spread %.3f s)", version, delay, spread
+        )
         loop = asyncio.get_running_loop()
         self._pending = loop.call_later(delay, lambda: agent.request_refresh(at_least=version))
 
