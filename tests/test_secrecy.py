@@ -31,7 +31,8 @@ import pytest
 from agent import keyfile
 from agent.runtime import logs
 from agent.runtime.backoff import Backoff
-from agent.sidecar import KeyAgent, KeyRefresher, KeyTarget, serve_health
+from agent.sidecar import KeyAgent, KeyRefresher, KeyTarget
+from agent.sidecar.health import serve_health
 from agent.vault import SecretRef, TokenAuth, VaultClient, VaultError
 from captchakeys import KeyReader
 from tests.rig.helpers import free_port, wait_until

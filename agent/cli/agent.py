@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import gc
 import inspect
 import os
 import sys
@@ -38,6 +37,7 @@ from agent.cli.agentoptions import agent_options
 from agent.cli.shared import needs_extra, service_account_namespace
 from agent.contract.agentargs import AGENT_COMMAND, AgentOption
 from agent.contract.auth import AuthMethod
+from agent.runtime.startup import collection_paused
 
 if TYPE_CHECKING:
     from agent.keysource import KeySource, SourceRef
@@ -128,9 +128,10 @@ def _follow_binding(
     sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
     from agent.binding.policy import VaultPolicy
 
-    with needs_extra(AGENT_COMMAND, "agent"), _no_collection_while_importing():
+    with needs_extra(AGENT_COMMAND, "agent"), collection_paused():
         from agent.runtime.backoff import Backoff
-        from agent.sidecar.watcher import AgentDefaults, BindingAgent, run_binding_agent
+        from agent.sidecar.firstkey import run_injected_agent
+        from agent.sidecar.watcher import AgentDefaults, BindingAgent
 
     where = namespace or service_account_namespace()
     policy = VaultPolicy.from_lists(
@@ -149,24 +150,7 @@ def _follow_binding(
         aws_endpoint_url=aws_endpoint_url,
         policy=policy,
     )
-    asyncio.run(run_binding_agent(BindingAgent(binding, defaults), where, health=health_addr))
-
-
-@contextlib.contextmanager
-def _no_collection_while_importing() -> Iterator[None]:
-    """Import kopf, aiohttp and hvac without the cyclic GC running over and over.
-
-    The agent's start-up is every pod's start-up, and a few thousand module objects
-    created at once trigger dozens of full collections that find nothing to free
-    (about 40 ms of a 350 ms start here). What the imports created is then frozen:
-    later collections skip it.
-    """
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        gc.enable()
+    run_injected_agent(BindingAgent(binding, defaults), where, health=health_addr)
 
 
 def _read_vault(

@@ -77,6 +77,9 @@ class KeyAgent:
         self._wake = asyncio.Event()
         self._force = False
         self._stopping = asyncio.Event()
+        # Set once the first refresh is over, whatever its outcome: the injected agent
+        # waits for it before it loads the watch (agent.sidecar.firstkey).
+        self.attempted = asyncio.Event()
 
     @property
     def last_error(self) -> str | None:
@@ -144,6 +147,8 @@ class KeyAgent:
                     delay = jittered(self.refresh_interval)
                 except _FAILURES as exc:
                     delay = self._record_failure(exc)
+                finally:
+                    self.attempted.set()
                 if keeper is None:
                     keeper = asyncio.create_task(self._keep_token_alive(), name="vault-token")
                 with contextlib.suppress(TimeoutError):

@@ -1,13 +1,10 @@
-"""The key agent in a pod: a read-only kopf watcher of its ``CaptchaKeyBinding``.
+"""The key agent in a pod, driven by its ``CaptchaKeyBinding``: each event applied to a KeyAgent.
 
-Why kopf, and why only ``@kopf.on.event``: kopf gives a robust watch (reconnects,
-resource versions, backoff) for the cost of one dependency the operator needs anyway.
-Its change handlers (create/update/resume), daemons and timers *write* to the object
-(progress and diff-base annotations, finalizers), and with hundreds of agents per
-binding that would be a write storm on one object, and an RBAC grant nobody should
-give a sidecar. Event handlers are pure watching: nothing is written. Event posting
-and cluster scanning are switched off too, so the agent's whole conversation with the
-API server is a list and a watch on bindings in its namespace.
+:class:`BindingAgent` turns the binding's events into what the key agent does; where the
+events come from is not its business. Usually that is kopf's watch
+(:mod:`agent.sidecar.watch`); the very first one, at start, is a plain read of the
+binding (:mod:`agent.sidecar.firstkey`), so that the key is on disk before kopf is even
+imported. Nothing here imports kopf or aiohttp, for that reason.
 
 Flow: the first event for the binding configures and starts the :class:`KeyAgent`;
 spec changes re-target it (path, field, pin, file, Vault identity); a
@@ -16,8 +13,9 @@ rotation) triggers a refresh after a random wait within ``status.rotationSpreadS
 (sized by the operator from the fleet and the Vault read rate allowed, 0 for a lone
 consumer), so a binding with hundreds of consumers does not hit Vault in one instant.
 The wait is drawn once per announced version: the operator's later status updates
-(rollout progress) never restart it. A deleted or invalid binding stops
-nothing but refreshes: the last good key stays in place, and a clear line is logged.
+(rollout progress) never restart it. The same event delivered twice changes nothing. A
+deleted or invalid binding stops nothing but refreshes: the last good key stays in
+place, and a clear line is logged.
 """
 
 from __future__ import annotations
@@ -31,13 +29,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import kopf
-
 from agent import versions
 from agent.binding.model import (
-    GROUP,
-    PLURAL,
-    VERSION,
     BindingSpec,
     InvalidBindingError,
     VaultPolicy,
@@ -46,12 +39,11 @@ from agent.contract import agentstatus, bindingstatus
 from agent.keysource import KeySource
 from agent.runtime.backoff import Backoff
 from agent.sidecar.agent import KeyAgent
-from agent.sidecar.health import serve_health
 from agent.sidecar.metrics import AgentMetrics
 from agent.sidecar.refresher import KeyRefresher, KeyTarget
 from agent.vault import VaultClient, VaultError, auth_from_settings
 
-__all__ = ["AgentDefaults", "BindingAgent", "run_binding_agent"]
+__all__ = ["AgentDefaults", "BindingAgent"]
 
 _log = logging.getLogger(__name__)
 
@@ -280,66 +272,3 @@ def _identity(spec: BindingSpec) -> object:
     """What a backend client depends on: a change of it needs a new client (a new login)."""
     region = getattr(spec.ref, "region", None)
     return (spec.vault, spec.aws, region)
-
-
-def build_registry(
-    binding: BindingAgent, connection: kopf.ConnectionInfo | None = None
-) -> kopf.OperatorRegistry:
-    """A registry of this agent's own: kopf's default one is global to the process."""
-    registry = kopf.OperatorRegistry()
-
-    @kopf.on.startup(registry=registry)
-    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.posting.enabled = False  # no Events: the agent writes nothing at all.
-        settings.scanning.disabled = True  # no CRD/namespace watching: one namespace only.
-        settings.watching.server_timeout = 600
-        settings.watching.client_timeout = 660
-        settings.networking.request_timeout = 30
-
-    @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        if connection is not None:
-            return connection
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
-
-    @kopf.on.cleanup(registry=registry)
-    async def stop_refreshing(**_: Any) -> None:
-        # Inside kopf's shutdown, so that kopf does not wait out its grace period for a
-        # task it did not start: a terminating pod should not linger for it.
-        await binding.close()
-
-    def is_ours(name: str, **_: Any) -> bool:
-        return name == binding.name
-
-    # async: kopf runs sync handlers in a thread pool, and this one touches the event loop.
-    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, when=is_ours)
-    async def on_binding(type: str | None, body: kopf.Body, **_: Any) -> None:
-        binding.on_event(type, body)
-
-    return registry
-
-
-async def run_binding_agent(
-    binding: BindingAgent,
-    namespace: str,
-    *,
-    health: tuple[str, int] | None = None,
-    connection: kopf.ConnectionInfo | None = None,
-    stop_flag: asyncio.Event | None = None,
-    ready_flag: asyncio.Event | None = None,
-) -> None:
-    """Watch ``binding`` in ``namespace`` and keep its key file current until stopped."""
-    runner = await serve_health(binding, *health, metrics=binding.metrics) if health else None
-    _log.info("key agent watching CaptchaKeyBinding %s/%s", namespace, binding.name)
-    try:
-        await kopf.operator(
-            registry=build_registry(binding, connection),
-            standalone=True,
-            namespaces=[namespace],
-            stop_flag=stop_flag,
-            ready_flag=ready_flag,
-        )
-    finally:
-        await binding.close()
-        if runner is not None:
-            await runner.cleanup()

@@ -7,6 +7,8 @@
   full volume (ENOSPC) and a read-only remount (EROFS); skips with the OS's reason when
   mounting is refused.
 - :func:`fill` writes into a file until the file system says ENOSPC.
+- :class:`Listener`: a TCP port that counts who connects (an address the agent must
+  never send the pod's token to).
 - :data:`WITHOUT_ROOT_POWERS`: a command prefix that runs the agent as root but without
   the capabilities that bypass file permissions and quotas, as a pod with
   ``capabilities: drop: [ALL]`` would; file modes then apply to it (EACCES).
@@ -19,9 +21,11 @@ import errno
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -174,3 +178,30 @@ def fill(path: Path) -> None:
                 if exc.errno != errno.ENOSPC:
                     raise
                 return
+
+
+class Listener:
+    """A TCP port that counts who connects: the address a binding tries to redirect to."""
+
+    def __init__(self) -> None:
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.socket.settimeout(0.1)
+        self.port = self.socket.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.socket.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.socket.close()

@@ -18,63 +18,30 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
+import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from agent.binding.policy import VaultPolicy
 from tests.rig.helpers import free_port, wait_until
 from tests.rig.kube import BaoAuth, RealisticKubernetes
 from tests.rig.openbao import OpenBaoServer
 from tests.rig.scenario import Workload
+from tests.sidecar.process import Listener
 
 KEY, NEXT_KEY = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"
 
 
-class Listener:
-    """A TCP port that counts who connects: the address a binding tries to redirect to."""
-
-    def __init__(self) -> None:
-        self.socket = socket.create_server(("127.0.0.1", 0))
-        self.socket.settimeout(0.1)
-        self.port = self.socket.getsockname()[1]
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.socket.accept()
-            except TimeoutError:
-                continue
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.socket.close()
-
-
-@pytest.fixture
-def elsewhere() -> Iterator[Listener]:
-    listener = Listener()
-    yield listener
-    listener.close()
-
-
 def status(port: int) -> dict[str, object]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as response:
-        loaded: dict[str, object] = json.load(response)
-        return loaded
+    """The agent's /status; ``{}`` until its health server listens (after the first key)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as response:
+            loaded: dict[str, object] = json.load(response)
+            return loaded
+    except urllib.error.URLError:
+        return {}
 
 
 def test_an_edited_binding_cannot_redirect_the_token(
