@@ -27,7 +27,9 @@ from agent.binding.model import GROUP, PLURAL, VERSION
 from agent.sidecar.health import serve_health
 from agent.sidecar.watcher import BindingAgent
 
-__all__ = ["build_registry", "run_binding_agent"]
+__all__ = ["AGENT_FINALIZER", "build_registry", "run_binding_agent"]
+
+AGENT_FINALIZER = "captchakeys.io/key-agent"
 
 _log = logging.getLogger(__name__)
 
@@ -45,6 +47,12 @@ def build_registry(
         settings.watching.server_timeout = 600
         settings.watching.client_timeout = 660
         settings.networking.request_timeout = 30
+        # kopf removes a finalizer of its own name that no handler of its needs: under the
+        # default name it took the operator's (its status daemon's) for its own and, at
+        # every event of the binding, every agent patched the binding to remove it: N
+        # refused writes per event (the agent may only read), and a fight with the
+        # operator where RBAC allows it. A name of the agent's own, which it never sets.
+        settings.persistence.finalizer = AGENT_FINALIZER
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

@@ -177,9 +177,18 @@ async def test_rejected_token_keeps_the_last_good_key(
     assert (out / "api_key").read_text() == "previous-key-666666666666666666"
 
 
-async def test_agent_only_reads_bindings(workload: Workload, tmp_path: Path) -> None:
+# What the operator's status daemon puts on every binding (kopf's default finalizer name).
+OPERATORS_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
+
+
+@pytest.mark.parametrize("finalizers", [[], [OPERATORS_FINALIZER]], ids=["bare", "kept"])
+async def test_agent_only_reads_bindings(
+    workload: Workload, tmp_path: Path, finalizers: list[str]
+) -> None:
     workload.put_key("read-only-key-888888888888888888")
     await workload.create_binding("captchaai")
+    if finalizers:
+        await workload.patch_binding("captchaai", {"metadata": {"finalizers": finalizers}})
     version = workload.put_key("read-only-key-999999999999999999")
     token = workload.api_token()
     out = tmp_path / "keys"
