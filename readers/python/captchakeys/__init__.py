@@ -13,7 +13,16 @@ its modules::
 The CaptchaAI client built on the reader is :mod:`captchakeys.captchaai`
 (``captchakeys-reader[client]``, which adds httpx). It is not imported here, so that
 ``import captchakeys`` stays as light as the reader.
+
+The reader (and with it watchdog) is loaded on first use of its names, not by the
+package itself: the key agent imports :mod:`captchakeys.keyfile`, the format it writes,
+and every consumer pod would otherwise pay for a file watcher its agent never runs.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 from captchakeys.keyfile import (
     DEFAULT_DIR,
@@ -25,7 +34,11 @@ from captchakeys.keyfile import (
     metadata_path,
     read_metadata,
 )
-from captchakeys.reader import ChangeCallback, KeyReader, KeyUnavailableError, get_key
+
+if TYPE_CHECKING:
+    from captchakeys.reader import ChangeCallback, KeyReader, KeyUnavailableError, get_key
+
+_READER_NAMES = frozenset({"ChangeCallback", "KeyReader", "KeyUnavailableError", "get_key"})
 
 __version__ = "0.1.0"
 
@@ -43,3 +56,9 @@ __all__ = [
     "metadata_path",
     "read_metadata",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name in _READER_NAMES:
+        return getattr(importlib.import_module("captchakeys.reader"), name)
+    raise AttributeError(f"module 'captchakeys' has no attribute {name!r}")

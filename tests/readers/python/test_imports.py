@@ -1,9 +1,11 @@
 """What ``captchakeys`` brings into an application's process: the promise of its install.
 
 Covers, each in a fresh interpreter:
-- ``import captchakeys`` loads nothing outside the standard library and ``watchdog``
-  (nothing of the agent, no httpx), with kopf, hvac, kubernetes, aiohttp and requests
-  made unimportable;
+- the reader loads nothing outside the standard library and ``watchdog`` (nothing of
+  the agent, no httpx), with kopf, hvac, kubernetes, aiohttp and requests made
+  unimportable;
+- the key file's format (what the key agent imports) loads not even ``watchdog``: the
+  reader is loaded on first use of its names;
 - the probe can see a dependency: ``import captchakeys.captchaai`` loads httpx, and still
   nothing of the agent;
 - without httpx, ``import captchakeys.captchaai`` fails with a ModuleNotFoundError that
@@ -41,7 +43,18 @@ def added_packages(module: str) -> set[str]:
 
 
 def test_the_reader_needs_only_the_standard_library_and_watchdog() -> None:
-    assert added_packages("captchakeys") == {"captchakeys", "watchdog"}
+    assert added_packages("captchakeys.reader") == {"captchakeys", "watchdog"}
+
+
+def test_the_format_alone_loads_no_file_watcher() -> None:
+    assert added_packages("captchakeys.keyfile") == {"captchakeys"}
+    assert added_packages("captchakeys") == {"captchakeys"}
+
+
+def test_the_readers_names_load_it_on_first_use() -> None:
+    result = run("import sys, captchakeys; captchakeys.KeyReader; print('watchdog' in sys.modules)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
 
 
 def test_the_client_adds_httpx_and_nothing_of_the_agent() -> None:
