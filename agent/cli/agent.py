@@ -130,8 +130,8 @@ def _follow_binding(
 
     with needs_extra(AGENT_COMMAND, "agent"), collection_paused():
         from agent.runtime.backoff import Backoff
+        from agent.sidecar.bindingagent import AgentDefaults, BindingAgent
         from agent.sidecar.firstkey import run_injected_agent
-        from agent.sidecar.watcher import AgentDefaults, BindingAgent
 
     where = namespace or service_account_namespace()
     policy = VaultPolicy.from_lists(

@@ -6,7 +6,7 @@ neither kopf nor aiohttp (the health server is :mod:`agent.sidecar.health`): the
 injected agent writes its first key before it loads them.
 """
 
-from agent.sidecar.agent import KeyAgent
+from agent.sidecar.loop import KeyAgent
 from agent.sidecar.refresher import KeyRefresher, KeyTarget
 
 __all__ = ["KeyAgent", "KeyRefresher", "KeyTarget"]

@@ -49,7 +49,7 @@ from urllib.parse import quote, urlsplit
 from agent.binding.model import GROUP, PLURAL, VERSION, BindingSpec, InvalidBindingError
 from agent.contract import pod
 from agent.runtime.startup import collection_paused, no_ca_bundle_preloaded
-from agent.sidecar.watcher import BindingAgent
+from agent.sidecar.bindingagent import BindingAgent
 from agent.vault import VaultError
 
 __all__ = ["FIRST_REFRESH_WAIT", "ApiAccess", "api_access", "read_binding", "run_injected_agent"]

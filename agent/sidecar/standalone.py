@@ -11,8 +11,8 @@ import asyncio
 import logging
 import signal
 
-from agent.sidecar.agent import KeyAgent
 from agent.sidecar.health import serve_health
+from agent.sidecar.loop import KeyAgent
 
 __all__ = ["HealthAddress", "run_until_signalled"]
 

@@ -24,8 +24,8 @@ from typing import Any
 import kopf
 
 from agent.binding.model import GROUP, PLURAL, VERSION
+from agent.sidecar.bindingagent import BindingAgent
 from agent.sidecar.health import serve_health
-from agent.sidecar.watcher import BindingAgent
 
 __all__ = ["AGENT_FINALIZER", "build_registry", "run_binding_agent"]
 

@@ -38,8 +38,8 @@ from agent.kube import KubeApi
 from agent.operator.config import AwsConfig, OperatorConfig, TLSConfig
 from agent.rotation import find_binding, rotate
 from agent.runtime.backoff import Backoff
+from agent.sidecar.bindingagent import AgentDefaults, BindingAgent
 from agent.sidecar.watch import run_binding_agent
-from agent.sidecar.watcher import AgentDefaults, BindingAgent
 from agent.vault import TokenAuth, VaultClient
 from captchakeys import KeyReader
 from tests.aws.conftest import AGENT_ACTIONS, TOKEN, TRUST

@@ -47,8 +47,8 @@ import yaml
 
 from agent.operator.config import OperatorConfig
 from agent.runtime.backoff import Backoff
+from agent.sidecar.bindingagent import AgentDefaults, BindingAgent
 from agent.sidecar.watch import run_binding_agent
-from agent.sidecar.watcher import AgentDefaults, BindingAgent
 from tests.chart.conftest import ROOT, Doc, find, one, run_helm
 from tests.chart.test_vault_setup import SCRIPT, run_script
 from tests.rig.helpers import free_port

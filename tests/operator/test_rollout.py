@@ -45,7 +45,7 @@ import pytest
 import requests
 
 from agent import keyfile
-from agent.sidecar.watcher import BindingAgent
+from agent.sidecar.bindingagent import BindingAgent
 from captchakeys import KeyReader
 from tests.rig.helpers import free_port
 from tests.rig.operator import RunningOperator

@@ -19,8 +19,8 @@ from typing import Any, Protocol
 import kopf
 
 from agent.runtime.backoff import Backoff
+from agent.sidecar.bindingagent import AgentDefaults, BindingAgent
 from agent.sidecar.watch import run_binding_agent
-from agent.sidecar.watcher import AgentDefaults, BindingAgent
 from tests.rig.client import ApiServer
 from tests.rig.identity import API_AUDIENCE
 from tests.rig.openbao import OpenBaoServer

@@ -30,7 +30,7 @@ import aiohttp
 import pytest
 
 from agent import keyfile
-from agent.sidecar.watcher import BindingAgent
+from agent.sidecar.bindingagent import BindingAgent
 from captchakeys import KeyReader
 from tests.rig.helpers import free_port
 from tests.rig.kube import BaoAuth, RealisticKubernetes
@@ -87,7 +87,7 @@ async def test_rotation_announced_in_status_reaches_the_reader(
 async def test_the_published_spread_wins_and_is_drawn_once_per_version(
     workload: Workload, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="agent.sidecar.watcher")
+    caplog.set_level(logging.DEBUG, logger="agent.sidecar.bindingagent")
     workload.put_key("old-key-1111111111111111111111")
     await workload.create_binding("captchaai")
     out = tmp_path / "keys"

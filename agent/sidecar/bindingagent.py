@@ -38,7 +38,7 @@ from agent.binding.model import (
 from agent.contract import agentstatus, bindingstatus
 from agent.keysource import KeySource
 from agent.runtime.backoff import Backoff
-from agent.sidecar.agent import KeyAgent
+from agent.sidecar.loop import KeyAgent
 from agent.sidecar.metrics import AgentMetrics
 from agent.sidecar.refresher import KeyRefresher, KeyTarget
 from agent.vault import VaultClient, VaultError, auth_from_settings
