@@ -45,12 +45,12 @@ demo: $(DEMO_STAMP)
 ## test: the whole suite (lint, type check, layer contracts, pytest, the Node reader)
 test: lint unit node-test
 
-## lint: ruff (lint and format), mypy --strict, import-linter layer contracts
+## lint: ruff (lint and format), mypy --strict, import-linter layer contracts (uncached)
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check agent tests scripts $(READER)
 	$(BIN)/ruff format --check agent tests scripts $(READER)
 	$(BIN)/mypy
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --no-cache
 
 ## unit: pytest (real OpenBao, the API rig, real helm, hadolint), all but the image build
 unit: $(DEV_STAMP)
