@@ -48,8 +48,9 @@ debootstrap_base() {
     if [ ! -x "$rootfs/usr/bin/python3" ]; then
         rm -rf "$rootfs"
         mkdir -p "$BUILD_DIR"
+        # Its progress goes to stderr: this function's stdout is the base's name alone.
         debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
-            bookworm "$rootfs" "$MIRROR"
+            bookworm "$rootfs" "$MIRROR" >&2
         rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
             "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/*
         find "$rootfs/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
