@@ -37,7 +37,7 @@ from agent.cli.agentoptions import agent_options
 from agent.cli.shared import needs_extra, service_account_namespace
 from agent.contract.agentargs import AGENT_COMMAND, AgentOption
 from agent.contract.auth import AuthMethod
-from agent.runtime.startup import collection_paused
+from agent.runtime.startup import collection_paused, no_charset_detection
 
 if TYPE_CHECKING:
     from agent.keysource import KeySource, SourceRef
@@ -128,7 +128,7 @@ def _follow_binding(
     sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
     from agent.binding.policy import VaultPolicy
 
-    with needs_extra(AGENT_COMMAND, "agent"), collection_paused():
+    with needs_extra(AGENT_COMMAND, "agent"), collection_paused(), no_charset_detection():
         from agent.runtime.backoff import Backoff
         from agent.sidecar.bindingagent import AgentDefaults, BindingAgent
         from agent.sidecar.firstkey import run_injected_agent

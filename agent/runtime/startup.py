@@ -14,6 +14,13 @@ its key), so what its imports do beyond defining code is paid a thousand times o
   the agent never uses them. With OpenSSL's default CA *file* empty while aiohttp is
   imported, they preload nothing; they would still verify, looking certificates up in
   the CA *directory* by hash, were they ever used.
+- :func:`no_charset_detection`: requests imports charset_normalizer (2.5 MiB of RSS, a
+  compiled module and its tables) to guess the encoding of answers that name none.
+  Vault answers JSON, which requests decodes without guessing, so hvac's requests is
+  imported with the detector absent; requests supports that and falls back to UTF-8.
+- :func:`no_compiled_frozenlist`: frozenlist's compiled FrozenList links the C++
+  runtime (1.1 MiB of RSS with it). aiohttp keeps only its few signal lists in it,
+  built once at start-up, so the pure-Python FrozenList frozenlist ships does as well.
 """
 
 from __future__ import annotations
@@ -21,11 +28,20 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import sys
+import warnings
 from collections.abc import Iterator
 
-__all__ = ["collection_paused", "no_ca_bundle_preloaded"]
+__all__ = [
+    "collection_paused",
+    "no_ca_bundle_preloaded",
+    "no_charset_detection",
+    "no_compiled_frozenlist",
+]
 
 _CA_FILE_ENV = "SSL_CERT_FILE"  # read by OpenSSL whenever a context loads its defaults.
+_CHARSET_DETECTORS = ("chardet", "charset_normalizer")  # what requests looks for, in order.
+_FROZENLIST_PURE_ENV = "FROZENLIST_NO_EXTENSIONS"  # read once, when frozenlist is imported.
 
 
 @contextlib.contextmanager
@@ -57,3 +73,37 @@ def no_ca_bundle_preloaded() -> Iterator[None]:
             del os.environ[_CA_FILE_ENV]
         else:
             os.environ[_CA_FILE_ENV] = saved
+
+
+@contextlib.contextmanager
+def no_charset_detection() -> Iterator[None]:
+    """requests imported inside finds no charset detector; others may import one later.
+
+    Only a first import of requests is affected (one already loaded keeps its detector),
+    and its one warning about the missing detector is not shown: it is expected here.
+    """
+    hidden = [name for name in _CHARSET_DETECTORS if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # "not installed", to import.
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Unable to find acceptable character detection")
+            yield
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, False) is None:
+                del sys.modules[name]
+
+
+@contextlib.contextmanager
+def no_compiled_frozenlist() -> Iterator[None]:
+    """frozenlist imported inside is its pure-Python build; the variable is restored after."""
+    saved = os.environ.get(_FROZENLIST_PURE_ENV)
+    os.environ[_FROZENLIST_PURE_ENV] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[_FROZENLIST_PURE_ENV]
+        else:
+            os.environ[_FROZENLIST_PURE_ENV] = saved

@@ -48,7 +48,11 @@ from urllib.parse import quote, urlsplit
 
 from agent.binding.model import GROUP, PLURAL, VERSION, BindingSpec, InvalidBindingError
 from agent.contract import pod
-from agent.runtime.startup import collection_paused, no_ca_bundle_preloaded
+from agent.runtime.startup import (
+    collection_paused,
+    no_ca_bundle_preloaded,
+    no_compiled_frozenlist,
+)
 from agent.sidecar.bindingagent import BindingAgent
 from agent.vault import VaultError
 
@@ -221,7 +225,7 @@ async def _run(
         loop.add_signal_handler(number, main.cancel)
     try:
         await _first_key(binding, body)
-        with collection_paused(), no_ca_bundle_preloaded():
+        with collection_paused(), no_ca_bundle_preloaded(), no_compiled_frozenlist():
             from agent.sidecar.watch import run_binding_agent  # kopf and aiohttp: only now.
         await run_binding_agent(binding, namespace, health=health)
     except asyncio.CancelledError:

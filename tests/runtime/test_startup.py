@@ -4,14 +4,20 @@ Covers: inside :func:`collection_paused` the cyclic collector is off, and what w
 created meanwhile is frozen on the way out, with the collector back on (or left off
 when it was off before); inside :func:`no_ca_bundle_preloaded` a default SSL context
 holds no CA certificate, and afterwards ``SSL_CERT_FILE`` is as it was and a default
-context loads the system's bundle again.
+context loads the system's bundle again; inside :func:`no_charset_detection` a first
+import of requests finds no charset detector, warns nothing, still decodes Vault's JSON,
+and afterwards the detector imports again; inside :func:`no_compiled_frozenlist` a first
+import of frozenlist is its pure-Python build, and the variable is restored after.
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import os
 import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -62,3 +68,48 @@ def test_default_contexts_preload_no_bundle_inside_and_the_variable_is_restored(
     if system.cafile is None:
         pytest.skip("this machine has no system CA bundle: nothing to compare with")
     assert ssl.create_default_context().cert_store_stats()["x509_ca"] > 0
+
+
+# Run in a fresh interpreter: this test process has long imported requests and frozenlist.
+CHARSET_PROGRAM = """
+import json, sys, warnings
+warnings.simplefilter("error")
+from agent.runtime.startup import no_charset_detection
+with no_charset_detection():
+    import requests
+    import requests.compat
+from requests.models import Response
+answer = Response()
+answer._content = '{"data": {"key": "caf\\u00e9"}}'.encode()
+answer.headers["Content-Type"] = "application/json"
+loaded_inside = "charset_normalizer" in sys.modules
+import charset_normalizer
+print(json.dumps([requests.compat.chardet is None, loaded_inside, answer.json()["data"]["key"]]))
+"""
+
+FROZENLIST_PROGRAM = """
+import json, os
+from agent.runtime.startup import no_compiled_frozenlist
+with no_compiled_frozenlist():
+    import frozenlist
+restored = "FROZENLIST_NO_EXTENSIONS" not in os.environ
+print(json.dumps([frozenlist.FrozenList.__module__, restored]))
+"""
+
+
+def _run(program: str) -> list[object]:
+    environment = {k: v for k, v in os.environ.items() if k != "FROZENLIST_NO_EXTENSIONS"}
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True, env=environment
+    )
+    assert done.stderr == ""
+    result: list[object] = json.loads(done.stdout)
+    return result
+
+
+def test_requests_imported_without_a_charset_detector_decodes_json_and_warns_nothing() -> None:
+    assert _run(CHARSET_PROGRAM) == [True, False, "caf\u00e9"]
+
+
+def test_frozenlist_imported_inside_is_the_pure_python_build() -> None:
+    assert _run(FROZENLIST_PROGRAM) == ["frozenlist", True]
