@@ -1136,17 +1136,21 @@ def bench_rig(bench: Bench) -> Rows:
 # -- what each import costs -------------------------------------------------------------
 
 # The binding-mode agent's imports in the order it loads them (kubernetes made
-# unimportable first, as the CLI does; the key written before kopf and aiohttp are
-# loaded): each stage's cumulative wall time and RSS.
+# unimportable first, as the CLI does; requests without a charset detector and the
+# watch with frozenlist's pure-Python build, as the agent imports them; the key written
+# before kopf and aiohttp are loaded): each stage's cumulative wall time and RSS.
 IMPORT_STAGES = (
     ("interpreter", ""),
     ("+ agent.cli (click, asyncio, ssl)", "import agent.cli"),
-    ("+ hvac, requests", "import hvac"),
+    (
+        "+ hvac, requests (no charset detector)",
+        "from agent.runtime import startup\nwith startup.no_charset_detection():\n    import hvac",
+    ),
     ("+ the rest of the first write (key on disk here)", "import agent.sidecar.firstkey"),
     (
         "+ kopf, aiohttp: the watch, after the first write",
-        "from agent.runtime.startup import no_ca_bundle_preloaded\n"
-        "with no_ca_bundle_preloaded():\n    import agent.sidecar.watch",
+        "with startup.no_ca_bundle_preloaded(), startup.no_compiled_frozenlist():\n"
+        "    import agent.sidecar.watch",
     ),
 )
 _STAGE = """
