@@ -33,8 +33,13 @@ def operator(
     kube_openbao: BaoAuth,
     workload: Workload,
     tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> Iterator[RunningOperator]:
-    """The operator in a thread of its own with its own loop, as another process would be."""
+    """The operator in a thread of its own with its own loop, as another process would be.
+
+    A test's ``@pytest.mark.operator_config(name=value)`` sets more of its settings.
+    """
+    marker = request.node.get_closest_marker("operator_config")
     config = OperatorConfig(
         vault=operator_vault(kube, openbao, kube_openbao, tmp_path),
         environments=(workload.environment, "prod"),
@@ -42,6 +47,7 @@ def operator(
         peering_name=None,
         webhook_port=free_port(),
         tls=TLSConfig(secret_name=SERVING_SECRET),
+        **(marker.kwargs if marker else {}),
     )
     with operator_on_loopback(kube, config, tmp_path) as running:
         yield running
