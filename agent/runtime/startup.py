@@ -64,15 +64,8 @@ def no_ca_bundle_preloaded() -> Iterator[None]:
     Contexts made later (kopf's own, for an API server without a CA of its own in the
     kubeconfig) load the system's bundle as usual.
     """
-    saved = os.environ.get(_CA_FILE_ENV)
-    os.environ[_CA_FILE_ENV] = os.devnull
-    try:
+    with _environment_set(_CA_FILE_ENV, os.devnull):
         yield
-    finally:
-        if saved is None:
-            del os.environ[_CA_FILE_ENV]
-        else:
-            os.environ[_CA_FILE_ENV] = saved
 
 
 @contextlib.contextmanager
@@ -98,12 +91,19 @@ def no_charset_detection() -> Iterator[None]:
 @contextlib.contextmanager
 def no_compiled_frozenlist() -> Iterator[None]:
     """frozenlist imported inside is its pure-Python build; the variable is restored after."""
-    saved = os.environ.get(_FROZENLIST_PURE_ENV)
-    os.environ[_FROZENLIST_PURE_ENV] = "1"
+    with _environment_set(_FROZENLIST_PURE_ENV, "1"):
+        yield
+
+
+@contextlib.contextmanager
+def _environment_set(name: str, value: str) -> Iterator[None]:
+    """``name`` is ``value`` inside, and as it was (or unset) after."""
+    saved = os.environ.get(name)
+    os.environ[name] = value
     try:
         yield
     finally:
         if saved is None:
-            del os.environ[_FROZENLIST_PURE_ENV]
+            del os.environ[name]
         else:
-            os.environ[_FROZENLIST_PURE_ENV] = saved
+            os.environ[name] = saved
