@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import click
 
 from agent.cli.shared import host_port, needs_extra, service_account_namespace
+from agent.runtime.startup import collection_paused, freeze_once_ready
 
 __all__ = ["operator_command"]
 
@@ -51,7 +54,7 @@ def operator_command(
     metrics_addr: tuple[str, int] | None,
 ) -> None:
     """Serve the webhooks and keep every CaptchaKeyBinding's status."""
-    with needs_extra("operator", "operator"):
+    with needs_extra("operator", "operator"), collection_paused():
         from agent.operator.app import run_operator
         from agent.operator.config import ConfigError, OperatorConfig
         from agent.runtime import logs
@@ -61,11 +64,21 @@ def operator_command(
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     logs.configure(config.log_level, config.log_format)
-    asyncio.run(
-        run_operator(
-            config,
-            namespace or service_account_namespace(),
-            probes=health_addr,
-            metrics_addr=metrics_addr,
-        )
+    serve = functools.partial(
+        run_operator,
+        config,
+        namespace or service_account_namespace(),
+        probes=health_addr,
+        metrics_addr=metrics_addr,
     )
+    asyncio.run(_frozen_once_ready(serve))
+
+
+async def _frozen_once_ready(serve: Callable[..., Awaitable[None]]) -> None:
+    """``serve(ready_flag=...)``, with what its start-up made frozen once it is ready."""
+    ready = asyncio.Event()
+    freezer = asyncio.create_task(freeze_once_ready(ready))
+    try:
+        await serve(ready_flag=ready)
+    finally:
+        freezer.cancel()

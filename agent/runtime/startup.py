@@ -8,6 +8,11 @@ its key), so what its imports do beyond defining code is paid a thousand times o
   per phase of the agent's imports on a small machine). The collector is off around
   such a phase, and what it created is frozen (:func:`gc.freeze`) on the way out:
   modules live as long as the process, and later collections skip them.
+- :func:`freeze_once_ready`: the operator loads most of what it keeps only while it
+  starts (the API client's models, the TLS library, its caches), after its imports.
+  Left in the collected generations, each full collection walks them: about 0.1 s
+  during which no webhook is answered. Frozen once kopf reports ready, a full
+  collection walks only what came later (3-5 ms).
 - :func:`no_ca_bundle_preloaded`: aiohttp builds two SSL contexts from the system's CA
   bundle at import, for clients that bring no context of their own: about 2 MiB of
   parsed certificates and 30 ms. kopf always brings its own (the API server's CA), so
@@ -25,6 +30,7 @@ its key), so what its imports do beyond defining code is paid a thousand times o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import os
@@ -34,6 +40,7 @@ from collections.abc import Iterator
 
 __all__ = [
     "collection_paused",
+    "freeze_once_ready",
     "no_ca_bundle_preloaded",
     "no_charset_detection",
     "no_compiled_frozenlist",
@@ -55,6 +62,12 @@ def collection_paused() -> Iterator[None]:
         gc.freeze()
         if enabled:
             gc.enable()
+
+
+async def freeze_once_ready(ready: asyncio.Event) -> None:
+    """Freeze what exists once ``ready`` is set: run it as a task beside the operator."""
+    await ready.wait()
+    gc.freeze()
 
 
 @contextlib.contextmanager

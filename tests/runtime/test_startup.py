@@ -2,7 +2,8 @@
 
 Covers: inside :func:`collection_paused` the cyclic collector is off, and what was
 created meanwhile is frozen on the way out, with the collector back on (or left off
-when it was off before); inside :func:`no_ca_bundle_preloaded` a default SSL context
+when it was off before); :func:`freeze_once_ready` freezes nothing until its event is
+set, then what exists; inside :func:`no_ca_bundle_preloaded` a default SSL context
 holds no CA certificate, and afterwards ``SSL_CERT_FILE`` is as it was and a default
 context loads the system's bundle again; inside :func:`no_charset_detection` a first
 import of requests finds no charset detector, warns nothing, still decodes Vault's JSON,
@@ -12,6 +13,7 @@ import of frozenlist is its pure-Python build, and the variable is restored afte
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import os
@@ -22,7 +24,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.runtime.startup import collection_paused, no_ca_bundle_preloaded
+from agent.runtime.startup import collection_paused, freeze_once_ready, no_ca_bundle_preloaded
 
 
 @pytest.fixture
@@ -50,6 +52,24 @@ def test_a_collector_that_was_off_stays_off() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+@pytest.mark.usefixtures("unfrozen")
+def test_what_exists_is_frozen_once_ready_and_not_before() -> None:
+    async def scenario() -> tuple[int, int, int]:
+        ready = asyncio.Event()
+        freezer = asyncio.create_task(freeze_once_ready(ready))
+        before = gc.get_freeze_count()
+        made = [[] for _ in range(1000)]  # lists: objects the collector tracks.
+        await asyncio.sleep(0.05)
+        waiting = gc.get_freeze_count()
+        ready.set()
+        await freezer
+        return before, waiting, gc.get_freeze_count() - len(made)
+
+    before, waiting, after = asyncio.run(scenario())
+    assert waiting == before
+    assert after >= before
 
 
 @pytest.mark.parametrize("before", [None, "/etc/ssl/certs/ca-certificates.crt"])
