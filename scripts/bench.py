@@ -31,7 +31,8 @@ section's fleets):
 - ``requests``: Vault requests per consumer per day, from the audit log: one of ours
   and one ``bao agent`` at once, at a 3 s refresh / render interval and 30 s tokens for
   25 s, each schedule's measured requests scaled to a day at the defaults.
-- ``admission``: the mutating webhook at a fixed request rate (open loop) for 10 s:
+- ``admission``: the mutating webhook of the operator in a process of its own (as in
+  ``rotation``), at a fixed request rate (open loop) for 10 s:
   p50/p99, and the highest rate that keeps p99 <= 15 ms.
 - ``fleet``: the operator keeping one binding with 1000 stand-in consumers that answer
   ``/status`` as agents do (on loopback addresses 127.0.x.y): Vault write -> version
@@ -87,10 +88,9 @@ from tests.rig.openbao_auth import BaoAuth, BaoRole, configure_kubernetes_auth  
 from tests.rig.operator import (  # noqa: E402
     SERVING_SECRET,
     OperatorProcess,
-    RunningOperator,
-    operator_on_loopback,
     operator_process,
     operator_vault,
+    webhook_session,
 )
 from tests.rig.scenario import (  # noqa: E402
     BINDINGS_PATH,
@@ -499,15 +499,6 @@ def operator_config(
     )
 
 
-@contextlib.contextmanager
-def running_operator(bench: Bench, workload: Workload) -> Iterator[RunningOperator]:
-    """The operator on loopback in this process, beside the rig; each section starts its own."""
-    assert bench.auth is not None
-    config = operator_config(bench, bench.kube, bench.auth, workload)
-    with operator_on_loopback(bench.kube, config, bench.tmp) as op:
-        yield op
-
-
 class Cluster(NamedTuple):
     """The rotation section's rig and operator, each a process of its own, and the workload."""
 
@@ -517,19 +508,20 @@ class Cluster(NamedTuple):
 
 
 @contextlib.contextmanager
-def split_cluster(bench: Bench, section: str) -> Iterator[Cluster]:
+def split_cluster(bench: Bench, section: str, *, log_level: str = "debug") -> Iterator[Cluster]:
     """The rig and the real ``captchakey operator`` in processes of their own.
 
     In this process they would share one interpreter with the readers (or the stand-ins):
     their figures would mix the rig's cost with the product's. OpenBao trusts each
-    section's rig through a Kubernetes auth mount of its own.
+    section's rig through a Kubernetes auth mount of its own. The operator logs at
+    ``debug`` by default: the rotation's hops are read from its log.
     """
     with RigProcess(for_operator=True, log=bench.tmp / f"{section}-rig.log") as rig:
         auth = configure_kubernetes_auth(bench.bao, rig, mount=f"k8s-{section}")
         workload = Workload(rig, bench.bao, auth, bench.tmp, namespace=section)
         workload.put_key(os.urandom(16).hex())
         asyncio.run(workload.create_binding("captchaai"))
-        config = operator_config(bench, rig, auth, workload, log_level="debug")
+        config = operator_config(bench, rig, auth, workload, log_level=log_level)
         env = {"PYTHONPATH": PYTHONPATH}
         own = bench.tmp / section  # its config, kubeconfig and log: one set per section.
         own.mkdir(exist_ok=True)
@@ -932,25 +924,27 @@ def _day_rows(ours: Day, peer: Day) -> Rows:
 
 
 def bench_admission(bench: Bench) -> Rows:
+    """Admission at fixed rates against the operator in a process of its own.
+
+    In this process its webhook would share one interpreter (and its lock) with the
+    rig and with the threads sending the reviews: the tail would be theirs.
+    """
     seconds = bench.settings.admission_seconds
-    workload = bench.workload()
-    workload.put_key(os.urandom(16).hex())
-    asyncio.run(workload.create_binding("captchaai"))
     p50, p99 = (
         Figure("admission p50 at 200 req/s", "ms"),
         Figure("admission p99 at 200 req/s", "ms"),
     )
     best = Figure(f"highest rate with p99 <= 15 ms ({seconds / 2:g} s at each)", "req/s")
-    with running_operator(bench, workload) as op:
-        url, ca = f"{op.url}/mutate-pods", str(op.ca_file)
-        _admission_at(url, ca, workload.namespace, 50, 1.0)  # warm-up: connections, caches.
+    with split_cluster(bench, "admission", log_level="info") as cluster:  # the chart's level
+        op, namespace = cluster.operator, cluster.workload.namespace
+        _admission_at(op, namespace, 50, 1.0)  # warm-up: connections, caches.
         for _ in range(bench.settings.runs):
-            samples = _admission_at(url, ca, workload.namespace, 200, seconds)
+            samples = _admission_at(op, namespace, 200, seconds)
             p50.add(_pct(samples, 50))
             p99.add(_pct(samples, 99))
         highest = 0
         for rate in (100, 150, 200, 250, 300, 400):
-            if _pct(_admission_at(url, ca, workload.namespace, rate, seconds / 2), 99) > 15:
+            if _pct(_admission_at(op, namespace, rate, seconds / 2), 99) > 15:
                 break
             highest = rate
         best.add(highest)
@@ -962,18 +956,21 @@ def _pct(samples: list[float], q: int) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))] * 1000
 
 
-def _admission_at(url: str, ca: str, namespace: str, rate: int, seconds: float) -> list[float]:
+def _admission_at(
+    operator: OperatorProcess, namespace: str, rate: int, seconds: float
+) -> list[float]:
     """Send reviews at a fixed rate (open loop: the schedule does not wait for answers)."""
     local = threading.local()
+    url = f"{operator.webhook_url}/mutate-pods"
 
     def one(due: float) -> float:
-        session = getattr(local, "session", None) or requests.Session()
+        session = getattr(local, "session", None) or webhook_session(operator)
         local.session = session
         delay = due - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
         started = time.perf_counter()
-        answer = session.post(url, json=_review(namespace), timeout=10, verify=ca)
+        answer = session.post(url, json=_review(namespace), timeout=10)
         assert answer.json()["response"]["allowed"]
         return time.perf_counter() - started
 

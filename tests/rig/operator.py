@@ -30,10 +30,13 @@ from typing import Any
 
 import aiohttp
 import kopf
+import requests
+import requests.adapters
 
 from agent.kube import KubeApi
 from agent.operator.app import API_REQUEST_SECONDS, run_operator
 from agent.operator.config import OperatorConfig, VaultConfig
+from agent.operator.tls import service_names
 from tests.rig.client import ApiServer
 from tests.rig.helpers import free_port, stop_process, wait_until
 from tests.rig.kube import RealisticKubernetes
@@ -51,6 +54,7 @@ __all__ = [
     "operator_process",
     "operator_vault",
     "webhook_configurations",
+    "webhook_session",
 ]
 
 OPERATOR_NS = "captcha-system"
@@ -182,12 +186,20 @@ def operator_on_loopback(
 
 @dataclass
 class OperatorProcess:
-    """A ``captchakey operator`` process: its pid for CPU and memory, its JSON log, its ports."""
+    """A ``captchakey operator`` process: its pid for CPU and memory, its JSON log, its ports.
+
+    Its webhook listens on all addresses, as in a pod, with a certificate for the Service's
+    names only: a client reaches it at ``webhook_url`` and checks the certificate against
+    ``webhook_name`` and ``ca_file``, as the API server does through the Service.
+    """
 
     process: subprocess.Popen[bytes]
     log: Path
     probes_url: str
     metrics_url: str
+    webhook_url: str
+    webhook_name: str
+    ca_file: Path
 
 
 def config_mapping(config: OperatorConfig) -> dict[str, Any]:
@@ -260,12 +272,48 @@ def operator_process(
         process = subprocess.Popen(command, env=environment, stdout=sink, stderr=sink)
     try:
         running = OperatorProcess(
-            process, log, f"http://127.0.0.1:{probes}", f"http://127.0.0.1:{metrics}/metrics"
+            process,
+            log,
+            f"http://127.0.0.1:{probes}",
+            f"http://127.0.0.1:{metrics}/metrics",
+            f"https://127.0.0.1:{config.webhook_port}",
+            service_names(config.webhook_service, OPERATOR_NS)[2],  # name.namespace.svc
+            tmp / "webhook-ca.crt",
         )
         wait_until(lambda: _ready(running), seconds, step=0.05)
+        asyncio.run(_wait_for_ca(kube, running.ca_file))
+        _wait_for_port(config.webhook_port)
         yield running
     finally:
         stop_process(process)
+
+
+def webhook_session(operator: OperatorProcess) -> requests.Session:
+    """A session that reaches ``operator``'s webhook on loopback as the API server would.
+
+    It verifies the serving certificate against the operator's CA and the Service's name
+    (sent as SNI too), though it connects to ``127.0.0.1``: what the certificate names
+    is checked, not relaxed. The environment is not consulted: its CA bundle would
+    override the session's CA, and its proxies have no business with loopback.
+    """
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = str(operator.ca_file)
+    session.mount(operator.webhook_url, _ServiceNameAdapter(operator.webhook_name))
+    return session
+
+
+class _ServiceNameAdapter(requests.adapters.HTTPAdapter):
+    """Connections that present and check ``name``, whatever address they connect to."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(
+            *args, **kwargs, server_hostname=self._name, assert_hostname=self._name
+        )
 
 
 def _ready(running: OperatorProcess) -> bool:

@@ -12,8 +12,9 @@ Aspects covered:
   configurations; SIGTERM stops the runner cleanly;
 - ``captchakey operator`` run by :func:`~tests.rig.operator.operator_process` against
   it publishes a binding's version in its status, logging in to OpenBao with its own
-  metadata-only identity; a config with a setting the process's file would not carry
-  is refused rather than run with less.
+  metadata-only identity, and answers admission on loopback under the Service's name
+  its certificate is for (and only under it); a config with a setting the process's
+  file would not carry is refused rather than run with less.
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+import requests
 
 from agent.operator.config import InjectionConfig, OperatorConfig, TLSConfig
+from tests.rig.apiserver import admission_review, as_admitted
 from tests.rig.helpers import free_port
 from tests.rig.identity import API_AUDIENCE
 from tests.rig.openbao import OpenBaoServer
@@ -39,6 +43,7 @@ from tests.rig.operator import (
     config_mapping,
     operator_process,
     operator_vault,
+    webhook_session,
 )
 from tests.rig.scenario import Workload, wait_status
 from tests.rig.serve import RigProcess, Timings
@@ -151,6 +156,53 @@ def test_the_operator_process_publishes_a_bindings_version(
         assert status["currentVersion"] == version
     finally:
         auth.disable()
+
+
+def test_the_operator_process_answers_admission_under_its_service_name(
+    rig: RigProcess, openbao: OpenBaoServer, tmp_path: Path
+) -> None:
+    auth = configure_kubernetes_auth(openbao, rig, mount=f"k8s-{uuid.uuid4().hex[:10]}")
+    try:
+        workload = Workload(rig, openbao, auth, tmp_path, namespace="solver")
+        workload.put_key("k" * 32)
+        asyncio.run(workload.create_binding("captchaai"))
+        vault = operator_vault(rig, openbao, auth, tmp_path, allow_insecure_http=True)
+        config = OperatorConfig(
+            vault=vault,
+            environments=(workload.environment,),
+            peering_name=None,
+            webhook_port=free_port(),
+            tls=TLSConfig(secret_name=SERVING_SECRET),
+        )
+        with operator_process(rig, config, tmp_path) as operator:
+            review = admission_review(as_admitted(_opted_in_pod("solver")))
+            answer = webhook_session(operator).post(
+                f"{operator.webhook_url}/mutate-pods", json=review, timeout=10
+            )
+            with pytest.raises(requests.exceptions.SSLError, match=r"doesn't match|mismatch"):
+                requests.post(
+                    f"{operator.webhook_url}/mutate-pods",
+                    json=review,
+                    timeout=10,
+                    verify=str(operator.ca_file),
+                )
+        response = answer.json()["response"]
+        assert response["allowed"] is True
+        assert response["patchType"] == "JSONPatch"
+        assert operator.webhook_name == "captcha-key-agent-webhook.captcha-system.svc"
+    finally:
+        auth.disable()
+
+
+def _opted_in_pod(namespace: str) -> dict[str, Any]:
+    metadata = {
+        "name": "solver-0",
+        "namespace": namespace,
+        "labels": {"captchakeys.io/inject": "true"},
+        "annotations": {"captchakeys.io/binding": "captchaai"},
+    }
+    spec = {"containers": [{"name": "app", "image": "registry.example/solver:1"}]}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
 
 
 def test_a_config_the_process_file_would_not_carry_is_refused() -> None:
