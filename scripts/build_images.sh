@@ -113,6 +113,15 @@ in_image() {
     return "$status"
 }
 
+# Exit 1, naming them, if any module the agent imports has no bytecode at this level.
+FROM_BYTECODE='
+import os, sys
+import agent.cli, agent.sidecar.firstkey, agent.sidecar.watch
+missing = [m.__cached__ for m in list(sys.modules.values())
+           if getattr(m, "__cached__", None) and not os.path.exists(m.__cached__)]
+sys.exit("no bytecode: " + " ".join(missing) if missing else 0)
+'
+
 smoke() {
     local image=$1
     in_image "$image" captchakey --help >/dev/null \
@@ -156,6 +165,9 @@ main() {
         'import importlib.util as u, sys; sys.exit(u.find_spec("kubernetes") is not None)' \
         || die "$SIDECAR:$TAG carries the kubernetes client: the sidecar must not"
     echo "$SIDECAR:$TAG: no kubernetes client"
+    in_image "$SIDECAR:$TAG" env PYTHONOPTIMIZE=2 python -c "$FROM_BYTECODE" \
+        || die "$SIDECAR:$TAG: the agent's imports are not all compiled for PYTHONOPTIMIZE=2"
+    echo "$SIDECAR:$TAG: the agent starts from bytecode compiled for PYTHONOPTIMIZE=2"
     if [[ ",${SIDECAR_EXTRAS:-aws}," == *",aws,"* ]]; then
         in_image "$SIDECAR:$TAG" python -c 'import agent.aws.secrets' \
             || die "$SIDECAR:$TAG cannot serve bindings with spec.source: aws"

@@ -25,6 +25,10 @@ AGENT_CONTAINER = "captcha-key-agent"
 # of this name when the pod declares one.
 AGENT_PORT = 8099
 AGENT_PORT_NAME = "ckb-agent"
+# How the agent's interpreter runs: without docstrings and asserts (2.4 MiB less in every
+# consumer pod). The sidecar image carries bytecode compiled for it, so nothing is
+# compiled at start on the read-only root filesystem.
+AGENT_PYTHON_ENV = {"PYTHONOPTIMIZE": "2"}
 # The agent's own identity, whatever the pod's security context says.
 AGENT_UID = 65532
 AGENT_GID = 65532

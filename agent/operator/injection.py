@@ -37,6 +37,7 @@ from agent.contract.pod import (
     AGENT_GID,
     AGENT_PORT,
     AGENT_PORT_NAME,
+    AGENT_PYTHON_ENV,
     AGENT_UID,
     ANNOTATION_BINDING,
     ANNOTATION_MOUNT_PATH,
@@ -333,6 +334,7 @@ def _agent_container(
         agentargs.env(AgentOption.REFRESH_INTERVAL, config.refresh_interval_seconds),
         agentargs.env(AgentOption.LOG_LEVEL, config.log_level),
         agentargs.env(AgentOption.LOG_FORMAT, config.log_format),
+        *({"name": name, "value": value} for name, value in AGENT_PYTHON_ENV.items()),
     ]
     mounts: list[dict[str, Any]] = [
         {"name": KEY_VOLUME, "mountPath": config.mount_path},

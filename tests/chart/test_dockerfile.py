@@ -6,7 +6,10 @@ is not on PyPI); the ``operator`` target (the default, last stage) installs
 ``.[operator,client,aws]``, the ``sidecar`` target ``.[agent,aws]`` (build args can drop
 ``aws``), each into a venv of its own stage that alone is
 copied onto the shared runtime stage (python:3.11-slim, no compiler, uid 65532,
-``ENTRYPOINT ["captchakey"]``); the sidecar's extras carry no ``kubernetes`` client; the
+``ENTRYPOINT ["captchakey"]``), each compiling the standard library's bytecode at the
+level it runs at; the sidecar sets the interpreter's environment the webhook injects
+(``PYTHONOPTIMIZE=2``) and carries bytecode at that level, the operator neither; the
+sidecar's extras carry no ``kubernetes`` client; the
 chart's defaults point the operator at the operator image and injection at the sidecar
 image; .dockerignore keeps the context to the package sources (both distributions').
 """
@@ -23,6 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agent.contract.pod import AGENT_PYTHON_ENV
 from tests.chart.conftest import ROOT, Render
 
 DOCKERFILE = ROOT / "Dockerfile"
@@ -92,7 +96,9 @@ def test_two_targets_from_one_wheel() -> None:
     assert found["runtime"].startswith("${PYTHON_IMAGE}\n")
     for tool in ("gcc", "build-essential", "apt-get install"):
         assert tool not in found["runtime"] + found["sidecar"] + found["operator"]
-    assert re.search(r"(?m)^USER 65532:65532$", found["runtime"])
+    for image in ("sidecar", "operator"):  # each its own bytecode, compiled as root first.
+        instructions = re.findall(r"(?m)^[A-Z]+ .*$", found[image])
+        assert instructions[-1] == "USER 65532:65532"
     assert re.search(r'(?m)^ENTRYPOINT \["captchakey"\]$', found["runtime"])
     assert found["sidecar"].startswith("runtime\n")
     assert re.findall(r"(?m)^COPY .*$", found["sidecar"]) == [
@@ -103,6 +109,21 @@ def test_two_targets_from_one_wheel() -> None:
         "COPY --from=operator-venv /opt/venv /opt/venv"
     ]
     assert "COPY . " not in text
+
+
+def test_the_sidecar_runs_as_injected_from_bytecode_compiled_for_it() -> None:
+    found = stages()
+    for name, value in AGENT_PYTHON_ENV.items():
+        assert re.search(rf"(?m)^ENV {name}={value}$", found["sidecar"])
+    level = AGENT_PYTHON_ENV["PYTHONOPTIMIZE"]
+    venv_compile = re.search(r"compileall .*/opt/venv$", found["sidecar-venv"], re.M)
+    assert venv_compile is not None
+    assert f" -o {level} " in venv_compile.group(0)
+    assert re.search(rf"(?m)^RUN python -m compileall .* -o {level} ", found["sidecar"])
+    operator_compile = re.search(r"(?m)^RUN python -m compileall .*$", found["operator"])
+    assert operator_compile is not None
+    assert " -o " not in operator_compile.group(0)  # the operator keeps its docstrings.
+    assert "PYTHONOPTIMIZE" not in found["runtime"] + found["operator"]
 
 
 def test_the_sidecar_extras_have_no_kubernetes_client() -> None:

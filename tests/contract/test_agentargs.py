@@ -25,7 +25,7 @@ from agent.binding.policy import VaultPolicy
 from agent.cli import main
 from agent.contract import agentargs
 from agent.contract.agentargs import AgentOption
-from agent.contract.pod import AGENT_CONTAINER, ANNOTATION_BINDING, INJECT_LABEL
+from agent.contract.pod import AGENT_CONTAINER, AGENT_PYTHON_ENV, ANNOTATION_BINDING, INJECT_LABEL
 from agent.operator.admission import parse_pod
 from agent.operator.config import InjectionConfig
 from agent.operator.injection import plan_injection
@@ -98,9 +98,14 @@ def parse(container: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> click.C
 
 
 def read_from_env(container: dict[str, Any], ctx: click.Context) -> set[str]:
-    """The variables the container sets, each checked to be read by its contract option."""
+    """The variables the container sets, each checked to be read by its contract option.
+
+    The interpreter's own (``AGENT_PYTHON_ENV``) are set as the contract says, and left out.
+    """
     by_env = {option.env: option for option in AgentOption}
-    names = {entry["name"] for entry in container["env"]}
+    python = {e["name"]: e["value"] for e in container["env"] if e["name"] in AGENT_PYTHON_ENV}
+    assert python == AGENT_PYTHON_ENV
+    names = {entry["name"] for entry in container["env"]} - set(python)
     for name in names:
         assert name in by_env, f"the webhook sets {name}, which no agent option reads"
         assert ctx.get_parameter_source(by_env[name].dest) is ParameterSource.ENVIRONMENT, name

@@ -7,6 +7,8 @@ the injection, the webhook injects it as ``CAPTCHAKEY_REFRESH_INTERVAL``, and th
 environment resyncs at that interval when its binding sets no
 ``spec.refreshIntervalSeconds`` (a new Vault version that nobody announces reaches the
 file), while a binding's own interval wins over it (its agent does not resync meanwhile).
+The injected environment includes ``PYTHONOPTIMIZE=2``: these agents run without
+docstrings and asserts, as in the sidecar image.
 Only what a pod would get from elsewhere is replaced: the namespace (downward API), the
 Vault address, token and key directory (volumes), and the API credentials (kubeconfig).
 """

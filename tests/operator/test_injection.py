@@ -10,7 +10,8 @@ Aspects covered:
   (``restartPolicy: Always`` on the agent's init container).
 - the agent container: restricted security context, always its own user and group 65532
   whatever the pod's security context says (root, another user, a group), the pod gets
-  group 65532 as a supplemental group once; startup probe on /readyz:8099.
+  group 65532 as a supplemental group once; startup probe on /readyz:8099; its
+  interpreter runs with ``PYTHONOPTIMIZE=2`` (the bytecode the sidecar image carries).
 - reinvocation: a container added by a later webhook gets the key (not one the
   containers annotation leaves out), a dropped agent group is restored, a second pass
   plans nothing.
@@ -282,6 +283,11 @@ def test_agent_security_context_is_restricted_with_its_own_user_by_default() -> 
     assert security["capabilities"] == {"drop": ["ALL"]}
     assert security["seccompProfile"] == {"type": "RuntimeDefault"}
     assert security["runAsUser"] == 65532
+
+
+def test_agent_interpreter_runs_without_docstrings_and_asserts() -> None:
+    env = agent_of(inject(make_pod("app")))["env"]
+    assert {"name": "PYTHONOPTIMIZE", "value": "2"} in env
 
 
 @pytest.mark.parametrize(
