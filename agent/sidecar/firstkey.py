@@ -48,11 +48,7 @@ from urllib.parse import quote, urlsplit
 
 from agent.binding.model import GROUP, PLURAL, VERSION, BindingSpec, InvalidBindingError
 from agent.contract import pod
-from agent.runtime.startup import (
-    collection_paused,
-    no_ca_bundle_preloaded,
-    no_compiled_frozenlist,
-)
+from agent.runtime.startup import aiohttp_pure_python, collection_paused, no_ca_bundle_preloaded
 from agent.sidecar.bindingagent import BindingAgent
 from agent.vault import VaultError
 
@@ -225,7 +221,7 @@ async def _run(
         loop.add_signal_handler(number, main.cancel)
     try:
         await _first_key(binding, body)
-        with collection_paused(), no_ca_bundle_preloaded(), no_compiled_frozenlist():
+        with collection_paused(), no_ca_bundle_preloaded(), aiohttp_pure_python():
             from agent.sidecar.watch import run_binding_agent  # kopf and aiohttp: only now.
         await run_binding_agent(binding, namespace, health=health)
     except asyncio.CancelledError:

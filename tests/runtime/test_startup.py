@@ -7,8 +7,9 @@ set, then what exists; inside :func:`no_ca_bundle_preloaded` a default SSL conte
 holds no CA certificate, and afterwards ``SSL_CERT_FILE`` is as it was and a default
 context loads the system's bundle again; inside :func:`no_charset_detection` a first
 import of requests finds no charset detector, warns nothing, still decodes Vault's JSON,
-and afterwards the detector imports again; inside :func:`no_compiled_frozenlist` a first
-import of frozenlist is its pure-Python build, and the variable is restored after.
+and afterwards the detector imports again; inside :func:`aiohttp_pure_python` a first
+import of aiohttp and frozenlist is their pure-Python builds (the HTTP parser, the
+FrozenList), and both variables are restored after.
 """
 
 from __future__ import annotations
@@ -107,18 +108,20 @@ import charset_normalizer
 print(json.dumps([requests.compat.chardet is None, loaded_inside, answer.json()["data"]["key"]]))
 """
 
-FROZENLIST_PROGRAM = """
+PURE_PYTHON_PROGRAM = """
 import json, os
-from agent.runtime.startup import no_compiled_frozenlist
-with no_compiled_frozenlist():
-    import frozenlist
-restored = "FROZENLIST_NO_EXTENSIONS" not in os.environ
-print(json.dumps([frozenlist.FrozenList.__module__, restored]))
+from agent.runtime.startup import aiohttp_pure_python
+with aiohttp_pure_python():
+    import aiohttp.http_parser, frozenlist
+restored = not {"FROZENLIST_NO_EXTENSIONS", "AIOHTTP_NO_EXTENSIONS"} & set(os.environ)
+parser = aiohttp.http_parser.HttpResponseParser.__module__
+print(json.dumps([frozenlist.FrozenList.__module__, parser, restored]))
 """
 
 
 def _run(program: str) -> list[object]:
-    environment = {k: v for k, v in os.environ.items() if k != "FROZENLIST_NO_EXTENSIONS"}
+    unset = ("FROZENLIST_NO_EXTENSIONS", "AIOHTTP_NO_EXTENSIONS")
+    environment = {k: v for k, v in os.environ.items() if k not in unset}
     done = subprocess.run(
         [sys.executable, "-c", program], capture_output=True, text=True, check=True, env=environment
     )
@@ -131,5 +134,5 @@ def test_requests_imported_without_a_charset_detector_decodes_json_and_warns_not
     assert _run(CHARSET_PROGRAM) == [True, False, "caf\u00e9"]
 
 
-def test_frozenlist_imported_inside_is_the_pure_python_build() -> None:
-    assert _run(FROZENLIST_PROGRAM) == ["frozenlist", True]
+def test_aiohttp_and_frozenlist_imported_inside_are_the_pure_python_builds() -> None:
+    assert _run(PURE_PYTHON_PROGRAM) == ["frozenlist", "aiohttp.http_parser", True]
