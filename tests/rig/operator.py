@@ -49,6 +49,7 @@ __all__ = [
     "SERVING_SECRET",
     "OperatorProcess",
     "RunningOperator",
+    "Webhook",
     "config_mapping",
     "operator_on_loopback",
     "operator_process",
@@ -184,22 +185,29 @@ def operator_on_loopback(
         )
 
 
+@dataclass(frozen=True)
+class Webhook:
+    """Where a client reaches an operator's webhook server, and what it checks there.
+
+    The server listens on all addresses, as in a pod, with a certificate for the
+    Service's names only: a client connects to ``url`` and checks the certificate
+    against ``name`` and ``ca_file``, as the API server does through the Service.
+    """
+
+    url: str
+    name: str
+    ca_file: Path
+
+
 @dataclass
 class OperatorProcess:
-    """A ``captchakey operator`` process: its pid for CPU and memory, its JSON log, its ports.
-
-    Its webhook listens on all addresses, as in a pod, with a certificate for the Service's
-    names only: a client reaches it at ``webhook_url`` and checks the certificate against
-    ``webhook_name`` and ``ca_file``, as the API server does through the Service.
-    """
+    """A ``captchakey operator`` process: its pid for CPU and memory, its JSON log, its ports."""
 
     process: subprocess.Popen[bytes]
     log: Path
     probes_url: str
     metrics_url: str
-    webhook_url: str
-    webhook_name: str
-    ca_file: Path
+    webhook: Webhook
 
 
 def config_mapping(config: OperatorConfig) -> dict[str, Any]:
@@ -276,20 +284,22 @@ def operator_process(
             log,
             f"http://127.0.0.1:{probes}",
             f"http://127.0.0.1:{metrics}/metrics",
-            f"https://127.0.0.1:{config.webhook_port}",
-            service_names(config.webhook_service, OPERATOR_NS)[2],  # name.namespace.svc
-            tmp / "webhook-ca.crt",
+            Webhook(
+                f"https://127.0.0.1:{config.webhook_port}",
+                service_names(config.webhook_service, OPERATOR_NS)[2],  # name.namespace.svc
+                tmp / "webhook-ca.crt",
+            ),
         )
         wait_until(lambda: _ready(running), seconds, step=0.05)
-        asyncio.run(_wait_for_ca(kube, running.ca_file))
+        asyncio.run(_wait_for_ca(kube, running.webhook.ca_file))
         _wait_for_port(config.webhook_port)
         yield running
     finally:
         stop_process(process)
 
 
-def webhook_session(operator: OperatorProcess) -> requests.Session:
-    """A session that reaches ``operator``'s webhook on loopback as the API server would.
+def webhook_session(webhook: Webhook) -> requests.Session:
+    """A session that reaches ``webhook`` on loopback as the API server would.
 
     It verifies the serving certificate against the operator's CA and the Service's name
     (sent as SNI too), though it connects to ``127.0.0.1``: what the certificate names
@@ -298,8 +308,8 @@ def webhook_session(operator: OperatorProcess) -> requests.Session:
     """
     session = requests.Session()
     session.trust_env = False
-    session.verify = str(operator.ca_file)
-    session.mount(operator.webhook_url, _ServiceNameAdapter(operator.webhook_name))
+    session.verify = str(webhook.ca_file)
+    session.mount(webhook.url, _ServiceNameAdapter(webhook.name))
     return session
 
 

@@ -176,20 +176,21 @@ def test_the_operator_process_answers_admission_under_its_service_name(
         )
         with operator_process(rig, config, tmp_path) as operator:
             review = admission_review(as_admitted(_opted_in_pod("solver")))
-            answer = webhook_session(operator).post(
-                f"{operator.webhook_url}/mutate-pods", json=review, timeout=10
+            webhook = operator.webhook
+            answer = webhook_session(webhook).post(
+                f"{webhook.url}/mutate-pods", json=review, timeout=10
             )
             with pytest.raises(requests.exceptions.SSLError, match=r"doesn't match|mismatch"):
                 requests.post(
-                    f"{operator.webhook_url}/mutate-pods",
+                    f"{webhook.url}/mutate-pods",
                     json=review,
                     timeout=10,
-                    verify=str(operator.ca_file),
+                    verify=str(webhook.ca_file),
                 )
         response = answer.json()["response"]
         assert response["allowed"] is True
         assert response["patchType"] == "JSONPatch"
-        assert operator.webhook_name == "captcha-key-agent-webhook.captcha-system.svc"
+        assert webhook.name == "captcha-key-agent-webhook.captcha-system.svc"
     finally:
         auth.disable()
 
