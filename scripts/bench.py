@@ -57,6 +57,7 @@ import multiprocessing
 import os
 import platform
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -250,6 +251,9 @@ class Bench:
     def __exit__(self, *_: object) -> None:
         self.kube.stop()
         self.bao.stop()
+        keys = _tmpfs_scratch(self.tmp)
+        if keys != self.tmp:  # the key directories, on a tmpfs of their own
+            shutil.rmtree(keys, ignore_errors=True)
 
     def workload(self) -> Workload:
         self._spaces += 1
@@ -273,6 +277,34 @@ def agent_command(
         *("--log-level", level),
         *extra,
     ]
+
+
+def key_dir(tmp: Path, name: str) -> Path:
+    """A directory for one agent's key file on a tmpfs, as the pod's key volume is.
+
+    In a pod it is an ``emptyDir`` of medium ``Memory``: writing and fsyncing the key on
+    a disk instead would time the disk. The bench's own tmpfs directory is removed with
+    the bench (:class:`Bench`); the rest of the scratch space stays on disk.
+    """
+    directory = _tmpfs_scratch(tmp) / name
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def _tmpfs_scratch(tmp: Path) -> Path:
+    """``tmp``'s counterpart on /dev/shm when that is a tmpfs; else ``tmp`` itself."""
+    shm = Path("/dev/shm")  # noqa: S108 - a directory of this run's own, removed after it.
+    try:
+        on_tmpfs = _mounts().get(str(shm)) == "tmpfs"
+    except OSError:
+        on_tmpfs = False
+    return shm / f"captchakey-bench-{tmp.name}" if on_tmpfs else tmp
+
+
+def _mounts() -> dict[str, str]:
+    """Mount point -> filesystem type, from /proc/self/mounts."""
+    lines = Path("/proc/self/mounts").read_text().splitlines()
+    return {fields[1]: fields[2] for fields in (line.split() for line in lines) if len(fields) > 2}
 
 
 def agent_env(workload: Workload, name: str) -> dict[str, str]:
@@ -331,7 +363,7 @@ def our_agent(
     workload: Workload, name: str, *, level: str = "warning", refresh: float | None = None
 ) -> Iterator[OurAgent]:
     """Our agent in binding mode; ``refresh`` sets its resync interval (3600 s by default)."""
-    out, port = workload.tmp / f"{name}-keys", free_port()
+    out, port = key_dir(workload.tmp, f"{name}-keys"), free_port()
     out.mkdir(exist_ok=True)
     log = workload.tmp / f"{name}.log"
     extra = ("--refresh-interval", f"{refresh:g}") if refresh is not None else ()
@@ -348,7 +380,7 @@ def our_agent(
 @contextlib.contextmanager
 def bao_agent(workload: Workload, name: str, interval: str | None = None) -> Iterator[PeerAgent]:
     """``bao agent`` logging in with the same Kubernetes auth and rendering the same secret."""
-    out = workload.tmp / f"{name}-bao" / "api_key"
+    out = key_dir(workload.tmp, f"{name}-bao") / "api_key"
     out.parent.mkdir(exist_ok=True)
     assert workload.auth is not None
     render = f'template_config {{ static_secret_render_interval = "{interval}" }}\n'
