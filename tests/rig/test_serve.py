@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import pytest
@@ -40,6 +40,7 @@ from tests.rig.openbao import OpenBaoServer
 from tests.rig.openbao_auth import BaoRole, configure_kubernetes_auth
 from tests.rig.operator import (
     SERVING_SECRET,
+    OperatorProcess,
     config_mapping,
     operator_process,
     operator_vault,
@@ -132,9 +133,17 @@ def test_sigterm_stops_the_rig_cleanly(tmp_path: Path) -> None:
     assert served.returncode == 0, (tmp_path / "rig.log").read_text()
 
 
-def test_the_operator_process_publishes_a_bindings_version(
+class ServedOperator(NamedTuple):
+    workload: Workload
+    version: int  # of the key in Vault when the operator started
+    operator: OperatorProcess
+
+
+@pytest.fixture
+def served_operator(
     rig: RigProcess, openbao: OpenBaoServer, tmp_path: Path
-) -> None:
+) -> Iterator[ServedOperator]:
+    """``captchakey operator`` against the rig process, one binding and its key in place."""
     auth = configure_kubernetes_auth(openbao, rig, mount=f"k8s-{uuid.uuid4().hex[:10]}")
     try:
         workload = Workload(rig, openbao, auth, tmp_path, namespace="solver")
@@ -149,50 +158,34 @@ def test_the_operator_process_publishes_a_bindings_version(
             tls=TLSConfig(secret_name=SERVING_SECRET),
         )
         with operator_process(rig, config, tmp_path) as operator:
-            status = asyncio.run(
-                wait_status(workload, lambda s: s.get("currentVersion") == version)
-            )
-            assert operator.process.poll() is None
-        assert status["currentVersion"] == version
+            yield ServedOperator(workload, version, operator)
     finally:
         auth.disable()
+
+
+def test_the_operator_process_publishes_a_bindings_version(
+    served_operator: ServedOperator,
+) -> None:
+    workload, version, operator = served_operator
+    status = asyncio.run(wait_status(workload, lambda s: s.get("currentVersion") == version))
+    assert operator.process.poll() is None
+    assert status["currentVersion"] == version
 
 
 def test_the_operator_process_answers_admission_under_its_service_name(
-    rig: RigProcess, openbao: OpenBaoServer, tmp_path: Path
+    served_operator: ServedOperator,
 ) -> None:
-    auth = configure_kubernetes_auth(openbao, rig, mount=f"k8s-{uuid.uuid4().hex[:10]}")
-    try:
-        workload = Workload(rig, openbao, auth, tmp_path, namespace="solver")
-        workload.put_key("k" * 32)
-        asyncio.run(workload.create_binding("captchaai"))
-        vault = operator_vault(rig, openbao, auth, tmp_path, allow_insecure_http=True)
-        config = OperatorConfig(
-            vault=vault,
-            environments=(workload.environment,),
-            peering_name=None,
-            webhook_port=free_port(),
-            tls=TLSConfig(secret_name=SERVING_SECRET),
+    webhook = served_operator.operator.webhook
+    review = admission_review(as_admitted(_opted_in_pod("solver")))
+    answer = webhook_session(webhook).post(f"{webhook.url}/mutate-pods", json=review, timeout=10)
+    with pytest.raises(requests.exceptions.SSLError, match=r"doesn't match|mismatch"):
+        requests.post(
+            f"{webhook.url}/mutate-pods", json=review, timeout=10, verify=str(webhook.ca_file)
         )
-        with operator_process(rig, config, tmp_path) as operator:
-            review = admission_review(as_admitted(_opted_in_pod("solver")))
-            webhook = operator.webhook
-            answer = webhook_session(webhook).post(
-                f"{webhook.url}/mutate-pods", json=review, timeout=10
-            )
-            with pytest.raises(requests.exceptions.SSLError, match=r"doesn't match|mismatch"):
-                requests.post(
-                    f"{webhook.url}/mutate-pods",
-                    json=review,
-                    timeout=10,
-                    verify=str(webhook.ca_file),
-                )
-        response = answer.json()["response"]
-        assert response["allowed"] is True
-        assert response["patchType"] == "JSONPatch"
-        assert webhook.name == "captcha-key-agent-webhook.captcha-system.svc"
-    finally:
-        auth.disable()
+    response = answer.json()["response"]
+    assert response["allowed"] is True
+    assert response["patchType"] == "JSONPatch"
+    assert webhook.name == "captcha-key-agent-webhook.captcha-system.svc"
 
 
 def _opted_in_pod(namespace: str) -> dict[str, Any]:
