@@ -295,6 +295,7 @@ def key_dir(tmp: Path, name: str) -> Path:
     return directory
 
 
+@functools.cache  # one read of the mount table per bench, not one per agent.
 def _tmpfs_scratch(tmp: Path) -> Path:
     """``tmp``'s counterpart on /dev/shm when that is a tmpfs; else ``tmp`` itself."""
     shm = Path("/dev/shm")  # noqa: S108 - a directory of this run's own, removed after it.
